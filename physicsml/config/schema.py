@@ -1,0 +1,176 @@
+"""Dataclass schemas of every config group, registered in Hydra's ConfigStore.
+
+Each YAML file in ``conf/<group>/`` starts with ``defaults: [<group>_schema, _self_]`` (or
+``<model>_schema`` for ``module/``), so an unknown key or a value of the wrong type fails at
+composition with the key named. Defaults are those of the spec (``spec-lightning-layer``);
+shipped YAML files may choose other values and say why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+
+class PreBatch(str, Enum):
+    """Pre-batching method of the datamodule."""
+
+    in_memory = "in_memory"
+    on_disk = "on_disk"
+
+
+@dataclass
+class BatchConfig:
+    """Loader settings of one split."""
+
+    batch_size: int = 1
+
+
+@dataclass
+class SplitConfig:
+    """Fractions of ``datamodule.dataset`` used for each split (may sum to less than 1)."""
+
+    train: float = 0.8
+    validation: float = 0.2
+    test: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class DataModuleConfig:
+    """Keys of the zarr-backed datamodule (spec: datamodule config)."""
+
+    train: BatchConfig = field(default_factory=BatchConfig)
+    validation: BatchConfig = field(default_factory=BatchConfig)
+    test: BatchConfig = field(default_factory=BatchConfig)
+    predict: BatchConfig = field(default_factory=BatchConfig)
+    num_workers: Any = 0  # int or "all" (checked when the datamodule is built)
+    num_elements: int = 0  # 0: the number of elements in the training data
+    elements: list[int] | None = None  # atomic numbers; None: those of the training data
+    graph_attrs_cols: list[str] | None = None
+    y_node_scalars: list[str] | None = None
+    y_node_vector: str | None = None
+    y_edge_scalars: list[str] | None = None
+    y_edge_vector: str | None = None
+    y_graph_scalars: list[str] | None = None
+    y_graph_vector: str | None = None
+    cut_off: float = 5.0
+    pbc: list[bool] | None = None
+    cell: list[list[float]] | None = None
+    self_interaction: bool = False
+    pre_batch: PreBatch | None = None
+    # Where the data come from: one store split by fractions, or one store per split.
+    dataset: str | None = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train_data: str | None = None
+    validation_data: str | None = None
+    test_data: str | None = None
+    predict_data: str | None = None
+    # Inputs that are not zarr stores (e.g. .extxyz) are ingested once into this folder.
+    cache_dir: str = "${oc.env:PHYSICSML_CACHE,${oc.env:HOME,.}/.cache/physicsml}"
+
+
+@dataclass
+class TrainerConfig:
+    """Keys passed to ``lightning.Trainer`` (spec: Trainer config, plus common extras)."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"  # int, list of ints or "auto"
+    strategy: Any = "auto"  # str or dict
+    num_nodes: int = 1
+    callbacks: Any = None  # spec form: list of {name, config} dicts (or a dict of them)
+    default_root_dir: str | None = "training"
+    enable_checkpointing: bool = False
+    max_epochs: int | None = 1
+    min_epochs: int | None = None
+    max_steps: int = -1
+    max_time: str | None = None
+    precision: Any = 32  # 32 or 64 (also "bf16-mixed", "16-mixed", "64-true", ...)
+    gradient_clip_algorithm: str | None = None
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = 1
+    check_val_every_n_epoch: int | None = 1
+    log_every_n_steps: int = 50
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    deterministic: Any = None  # bool or "warn"
+    benchmark: bool | None = None
+    fast_dev_run: Any = False  # bool or int
+    limit_train_batches: Any = None  # int or float
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    num_sanity_val_steps: int | None = None
+    inference_mode: bool = False  # forces need gradients in validation: must stay False
+    use_distributed_sampler: bool = True
+    sync_batchnorm: bool = False
+
+
+@dataclass
+class OptimizerConfig:
+    """Any ``torch.optim`` optimizer by class name, with its keyword arguments."""
+
+    name: str = "AdamW"
+    config: dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
+
+
+@dataclass
+class SchedulerConfig:
+    """Any ``torch.optim.lr_scheduler`` class by name (null: constant learning rate);
+    ``monitor`` is the metric ReduceLROnPlateau watches."""
+
+    name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    interval: str = "epoch"
+    frequency: int = 1
+    monitor: str = "val_loss"
+    strict: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Loss of one target kind: a ``torch.nn`` loss class name and its weight."""
+
+    name: str = "MSELoss"
+    weight: float = 1.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModuleConfig:
+    """The LightningModule: model, targets' losses, optimizer and scheduler."""
+
+    model: Any = MISSING  # one of the model schemas (see physicsml.models.registry)
+    compute_forces: bool = False
+    y_graph_scalars_loss: LossConfig | None = field(default_factory=LossConfig)
+    y_node_vector_loss: LossConfig | None = field(default_factory=LossConfig)
+    y_node_scalars_loss: LossConfig | None = field(default_factory=LossConfig)
+    y_graph_vector_loss: LossConfig | None = field(default_factory=LossConfig)
+    y_edge_scalars_loss: LossConfig | None = field(default_factory=LossConfig)
+    y_edge_vector_loss: LossConfig | None = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    # Energy model: E = sum_i (scale * e_i + E0[Z_i]); E0 by least squares and scale (RMS force)
+    # from the training split, unless given here.
+    energy_scale: float | None = None
+    reference_energies: dict[int, float] | None = None
+    compile: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """The primary config of ``physicsml-train``."""
+
+    module: Any = MISSING
+    datamodule: DataModuleConfig = field(default_factory=DataModuleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    callbacks: dict[str, Any] | None = field(default_factory=dict)
+    logger: dict[str, Any] | None = field(default_factory=dict)
+    experiment: Any = None
+    task_name: str = "train"
+    seed: int | None = 42
+    ckpt_path: str | None = None
+    test: bool = False
+    float32_matmul_precision: str | None = None

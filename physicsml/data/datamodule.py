@@ -1,0 +1,306 @@
+"""LightningDataModule over zarr stores: splits, neighbour lists, statistics, loaders."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from physicsml.config.schema import DataModuleConfig
+from physicsml.data.dataset import StructureDataset, TargetSpec
+from physicsml.data.graph import collate, species_lookup
+from physicsml.data.sampler import EpochSampler
+from physicsml.data.sources import open_source
+from physicsml.data.statistics import DataStatistics, compute_statistics
+from physicsml.data.store import AtomsStore, StoreData
+
+SPLITS = ("train", "validation", "test", "predict")
+
+
+class ConfigError(ValueError):
+    """A configuration value that is well-typed but cannot work with the data."""
+
+
+def resolve_num_workers(value: Any) -> int:
+    """``num_workers`` as an int: ``"all"`` means every core this process may use."""
+    if value == "all":
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    raise ConfigError(
+        f"datamodule.num_workers: expected a non-negative int or 'all', got {value!r}"
+    )
+
+
+class AtomsDataModule(L.LightningDataModule):
+    """Serves batches of structures from zarr stores (see ``DataModuleConfig`` for the keys)."""
+
+    def __init__(self, config: DataModuleConfig, run_dir: str | Path | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.num_workers = resolve_num_workers(config.num_workers)
+        self.targets = TargetSpec(
+            y_graph_scalars=tuple(config.y_graph_scalars or ()),
+            y_graph_vector=config.y_graph_vector,
+            y_node_scalars=tuple(config.y_node_scalars or ()),
+            y_node_vector=config.y_node_vector,
+            graph_attrs_cols=tuple(config.graph_attrs_cols or ()),
+        )
+        if config.y_edge_scalars or config.y_edge_vector:
+            raise ConfigError(
+                "datamodule.y_edge_scalars / y_edge_vector: stores hold per-atom and "
+                "per-structure properties only; edge targets are not available"
+            )
+        if config.pbc is not None and len(config.pbc) != 3:
+            raise ConfigError(f"datamodule.pbc: expected 3 booleans, got {list(config.pbc)}")
+        if config.cell is not None and np.asarray(config.cell).shape != (3, 3):
+            raise ConfigError("datamodule.cell: expected a 3x3 matrix of cell vectors")
+        if config.cut_off <= 0:
+            raise ConfigError(f"datamodule.cut_off: must be positive, got {config.cut_off}")
+        self.stores: dict[str, AtomsStore] = {}
+        self.indices: dict[str, np.ndarray] = {}
+        self.datasets: dict[str, StructureDataset] = {}
+        self.statistics: DataStatistics | None = None
+        self.elements: list[int] = []
+
+    # -- data sources ----------------------------------------------------------------
+    def _sources(self) -> dict[str, str]:
+        cfg = self.config
+        explicit = {
+            "train": cfg.train_data,
+            "validation": cfg.validation_data,
+            "test": cfg.test_data,
+            "predict": cfg.predict_data,
+        }
+        sources = {k: v for k, v in explicit.items() if v is not None}
+        if cfg.dataset is not None:
+            taken = [k for k in ("train", "validation", "test") if k in sources]
+            if taken:
+                raise ConfigError(
+                    f"datamodule.dataset is set together with datamodule.{taken[0]}_data: "
+                    "use either one store split by datamodule.split, or one store per split"
+                )
+        return sources
+
+    def prepare_data(self) -> None:
+        """Ingest non-store inputs into the cache and build neighbour lists (once, cached)."""
+        for path in self._all_paths():
+            store = open_source(path, self.config.cache_dir)
+            self._neighbours(store)
+
+    def _all_paths(self) -> list[str]:
+        paths = list(self._sources().values())
+        if self.config.dataset is not None:
+            paths.append(self.config.dataset)
+        return paths
+
+    def _neighbours(self, store: AtomsStore):  # noqa: ANN202 - NeighbourTable
+        cfg = self.config
+        return store.neighbours(
+            cut_off=cfg.cut_off,
+            pbc=None if cfg.pbc is None else list(cfg.pbc),
+            cell=None if cfg.cell is None else [list(r) for r in cfg.cell],
+            self_interaction=cfg.self_interaction,
+        )
+
+    # -- setup ---------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Open the stores, split, validate the targets and compute training statistics."""
+        if self.datasets:
+            return
+        cfg = self.config
+        sources = self._sources()
+        split_of: dict[str, tuple[str, np.ndarray | None]] = {
+            name: (path, None) for name, path in sources.items()
+        }
+        if cfg.dataset is not None:
+            store = open_source(cfg.dataset, cfg.cache_dir)
+            for name, idx in self._split(store.num_structures).items():
+                split_of[name] = (cfg.dataset, idx)
+        if not split_of:
+            raise ConfigError(
+                "no data: set datamodule.dataset (one store, split by datamodule.split) or "
+                "datamodule.train_data / validation_data / test_data / predict_data"
+            )
+        loaded: dict[str, tuple[AtomsStore, StoreData, Any]] = {}
+        for name, (path, chosen) in split_of.items():
+            if path not in loaded:
+                store = open_source(path, cfg.cache_dir)
+                loaded[path] = (store, store.load(), self._neighbours(store))
+            store, data, table = loaded[path]
+            self._check_targets(store, with_targets=name != "predict")
+            self.stores[name] = store
+            self.indices[name] = np.arange(store.num_structures) if chosen is None else chosen
+            self.datasets[name] = StructureDataset(
+                data,
+                table,
+                self.indices[name],
+                self.targets,
+                cell=None if cfg.cell is None else np.asarray(cfg.cell, dtype=np.float64),
+                pbc=None if cfg.pbc is None else np.asarray(cfg.pbc, dtype=bool),
+                with_targets=name != "predict",
+            )
+        self.elements = self._elements()
+        if "train" in self.datasets:
+            store, data, table = loaded[split_of["train"][0]]
+            self.statistics = compute_statistics(
+                data,
+                table,
+                self.indices["train"],
+                self.elements,
+                energy_key=self.targets.y_graph_scalars[0]
+                if self.targets.y_graph_scalars
+                else None,
+                forces_key=self.targets.y_node_vector,
+            )
+        self._save_split(split_of)
+
+    def _split(self, num: int) -> dict[str, np.ndarray]:
+        split = self.config.split
+        fractions = {"train": split.train, "validation": split.validation, "test": split.test}
+        bad = {k: v for k, v in fractions.items() if not 0.0 <= v <= 1.0}
+        if bad or sum(fractions.values()) > 1.0 + 1e-9:
+            raise ConfigError(
+                "datamodule.split: fractions must lie in [0, 1] and sum to at most 1, "
+                f"got {fractions}"
+            )
+        order = np.random.default_rng(split.seed).permutation(num)
+        out: dict[str, np.ndarray] = {}
+        start = 0
+        for name, fraction in fractions.items():
+            count = int(round(fraction * num))
+            if count:
+                out[name] = np.sort(order[start : start + count])
+            start += count
+        if "train" not in out:
+            raise ConfigError(f"datamodule.split.train={split.train} leaves no training structures")
+        return out
+
+    def _elements(self) -> list[int]:
+        cfg = self.config
+        if cfg.elements:
+            elements = sorted(int(z) for z in cfg.elements)
+        else:
+            found: set[int] = set()
+            for store in self.stores.values():
+                found.update(store.elements)
+            elements = sorted(found)
+        for name, store in self.stores.items():
+            extra = sorted(set(store.elements) - set(elements))
+            if extra:
+                raise ConfigError(
+                    f"datamodule.elements={elements} misses elements {extra} of the {name} data "
+                    f"({store.path})"
+                )
+        if cfg.num_elements and cfg.num_elements < len(elements):
+            raise ConfigError(
+                f"datamodule.num_elements={cfg.num_elements} is smaller than the "
+                f"{len(elements)} elements in the data {elements}"
+            )
+        return elements
+
+    @property
+    def num_elements(self) -> int:
+        """Width of the one-hot element encoding."""
+        return max(self.config.num_elements, len(self.elements))
+
+    def _check_targets(self, store: AtomsStore, with_targets: bool) -> None:
+        have = store.properties
+        wanted: list[tuple[str, str, str]] = [
+            ("graph_attrs_cols", c, "structure") for c in self.targets.graph_attrs_cols
+        ]
+        if with_targets:
+            wanted += [("y_graph_scalars", c, "structure") for c in self.targets.y_graph_scalars]
+            wanted += [("y_node_scalars", c, "atom") for c in self.targets.y_node_scalars]
+            if self.targets.y_graph_vector:
+                wanted.append(("y_graph_vector", self.targets.y_graph_vector, "structure"))
+            if self.targets.y_node_vector:
+                wanted.append(("y_node_vector", self.targets.y_node_vector, "atom"))
+        listing = ", ".join(f"{n} ({p['level']})" for n, p in sorted(have.items())) or "nothing"
+        for key, name, level in wanted:
+            if name not in have:
+                raise ConfigError(
+                    f"datamodule.{key}: '{name}' is not in {store.path}; the store has: {listing}"
+                )
+            if have[name]["level"] != level:
+                raise ConfigError(
+                    f"datamodule.{key}: '{name}' in {store.path} is a per-{have[name]['level']} "
+                    f"property, expected per-{level}; the store has: {listing}"
+                )
+
+    def _save_split(self, split_of: dict[str, tuple[str, np.ndarray | None]]) -> None:
+        if self.run_dir is None or (self.trainer is not None and self.trainer.global_rank != 0):
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            name: {
+                "source": str(path),
+                "store": str(self.stores[name].path),
+                "indices": self.indices[name].tolist(),
+            }
+            for name, (path, _) in split_of.items()
+        }
+        record["seed"] = self.config.split.seed  # type: ignore[assignment]
+        tmp = self.run_dir / "split.json.tmp"
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self.run_dir / "split.json")
+
+    # -- loaders -------------------------------------------------------------------
+    def _loader(self, name: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if name not in self.datasets:
+            raise ConfigError(f"no {name} data configured (datamodule.{name}_data or .dataset)")
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        dataset = self.datasets[name]
+        sampler = EpochSampler(
+            len(dataset),
+            shuffle,
+            seed=self.config.split.seed,
+            rank=rank,
+            world_size=world,
+            even=shuffle,
+        )
+        dtype = torch.float64 if self._precision() == 64 else torch.float32
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=partial(
+                collate,
+                lookup=species_lookup(self.elements),
+                num_elements=self.num_elements,
+                dtype=dtype,
+            ),
+        )
+
+    def _precision(self) -> int:
+        precision = str(self.trainer.precision) if self.trainer is not None else "32"
+        return 64 if precision.startswith("64") else 32
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.config.train.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.config.validation.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.config.test.batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", self.config.predict.batch_size, shuffle=False)

@@ -1,0 +1,47 @@
+"""Open a data source: a physicsml store as is, or any other file ingested once into a cache."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from physicsml.data.ingest import ingest
+from physicsml.data.store import AtomsStore
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """``$PHYSICSML_CACHE``, else ``~/.cache/physicsml`` (as in the datamodule schema)."""
+    return Path(os.environ.get("PHYSICSML_CACHE", "~/.cache/physicsml")).expanduser()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def open_source(path: str | Path, cache_dir: str | Path) -> AtomsStore:
+    """The store at ``path``; a file (extxyz, ANI HDF5, ...) is ingested into ``cache_dir``.
+
+    The cached store is named after the file and its content hash, so an edited file is
+    ingested again and concurrent processes (DDP ranks, sweep jobs) build it only once.
+    """
+    source = Path(path).expanduser()
+    if source.is_dir() or not source.exists():
+        return AtomsStore(source)
+    cache = Path(cache_dir).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"{source.stem}-{_file_digest(source)}.zarr"
+    with (cache / f"{target.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            log.info("ingesting %s into %s", source, target)
+            ingest(source, target, progress=True)
+    return AtomsStore(target)

@@ -1,0 +1,275 @@
+"""The LightningModule for 3D potentials: energy model, forces, losses, metrics, optimizers."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, cast
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import get_class
+from torch import Tensor
+
+from physicsml.models.utils import scatter_sum
+
+TARGET_KINDS = ("y_graph_scalars", "y_graph_vector", "y_node_scalars", "y_node_vector")
+
+
+def _names(targets: dict[str, Any], kind: str) -> list[str]:
+    value = targets.get(kind)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+class PotentialModule(L.LightningModule):
+    """Wraps an architecture into an interatomic potential.
+
+    ``module`` is the resolved module config (``ModuleConfig`` as a plain dict) and ``data``
+    what the data determine: ``elements``, ``num_elements``, ``cut_off``, ``targets`` (the
+    datamodule's ``y_*`` names), ``statistics`` (``DataStatistics.as_dict()``) and ``graph``
+    (neighbour-list settings, kept so that inference builds the same graphs). Both are plain
+    containers, saved as hyperparameters, so checkpoints load with ``weights_only=True``.
+
+    The energy (first ``y_graph_scalars`` column) is ``sum_i scale * e_i + E0[Z_i]``; forces
+    are ``-dE/dx`` by autograd when ``compute_forces`` is set (also in validation).
+    """
+
+    def __init__(self, module: dict[str, Any], data: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.module_config = module
+        self.targets = data["targets"]
+        self.compute_forces = bool(module.get("compute_forces", False))
+        self.graph_scalar_names = _names(self.targets, "y_graph_scalars")
+        self.node_scalar_names = _names(self.targets, "y_node_scalars")
+        stats = data["statistics"]
+        model_config = dict(module["model"])
+        model_class = get_class(model_config.pop("_target_"))
+        heads = {
+            "num_node_scalars": len(self.node_scalar_names),
+            "node_vector": bool(self.targets.get("y_node_vector")) and not self.compute_forces,
+            "graph_vector": bool(self.targets.get("y_graph_vector")),
+            "num_graph_scalars": max(len(self.graph_scalar_names) - 1, 0),
+            "num_graph_attrs": len(self.targets.get("graph_attrs_cols") or []),
+        }
+        self.model = model_class(
+            num_elements=int(data["num_elements"]),
+            cut_off=float(data["cut_off"]),
+            avg_num_neighbours=float(stats["avg_num_neighbours"]),
+            **{k: v for k, v in heads.items() if v},
+            **model_config,
+        )
+        reference = torch.zeros(int(data["num_elements"]), dtype=torch.float64)
+        given: dict[Any, float] | None = module.get("reference_energies")
+        elements = [int(z) for z in data["elements"]]
+        if given:
+            for z, e in given.items():
+                reference[elements.index(int(z))] = float(e)
+        else:
+            reference[: len(stats["reference_energies"])] = torch.tensor(
+                stats["reference_energies"], dtype=torch.float64
+            )
+        scale = module.get("energy_scale") or stats["energy_scale"]
+        self.register_buffer("reference_energies", reference.float())
+        self.register_buffer("energy_scale", torch.tensor(float(scale)))
+        self.losses = {
+            kind: self._make_loss(module.get(f"{kind}_loss"), kind)
+            for kind in TARGET_KINDS
+            if self.targets.get(kind)
+        }
+        self._sums: dict[str, dict[str, Tensor]] = {}
+
+    @staticmethod
+    def _make_loss(config: dict[str, Any] | None, kind: str) -> tuple[torch.nn.Module, float]:
+        if config is None:
+            raise ValueError(f"module.{kind}_loss is null but datamodule.{kind} is configured")
+        name = config["name"]
+        loss_class = getattr(torch.nn, name, None)
+        if loss_class is None:
+            raise ValueError(f"module.{kind}_loss.name: torch.nn has no loss called {name!r}")
+        return loss_class(**config.get("config", {})), float(config.get("weight", 1.0))
+
+    # -- forward -------------------------------------------------------------------
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Predictions for every configured target kind (forces under ``y_node_vector``)."""
+        if self.compute_forces:
+            batch["coordinates"].requires_grad_(True)
+        out = self.model(batch)
+        num_graphs = batch["ptr"].numel() - 1
+        preds: dict[str, Tensor] = {}
+        if self.graph_scalar_names:
+            reference = cast(Tensor, self.reference_energies)
+            node_energy = (
+                self.energy_scale * out["node_energy"]
+                + reference.to(out["node_energy"].dtype)[batch["species"]]
+            )
+            energy = scatter_sum(node_energy, batch["batch"], num_graphs)
+            columns = [energy.unsqueeze(-1)]
+            if len(self.graph_scalar_names) > 1:
+                columns.append(out["graph_scalars"])
+            preds["y_graph_scalars"] = torch.cat(columns, dim=-1)
+            if self.compute_forces:
+                (grad,) = torch.autograd.grad(
+                    energy.sum(), batch["coordinates"], create_graph=self.training
+                )
+                preds["y_node_vector"] = -grad
+        for kind in ("y_node_scalars", "y_graph_vector"):
+            if self.targets.get(kind):
+                preds[kind] = out[kind]
+        if self.targets.get("y_node_vector") and not self.compute_forces:
+            preds["y_node_vector"] = out["y_node_vector"]
+        return preds
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> Any:
+        """Cast floating tensors to the module's precision (e.g. float64 for ``precision=64``)."""
+        dtype = self.dtype if isinstance(self.dtype, torch.dtype) else torch.float32
+        return {k: v.to(dtype) if torch.is_floating_point(v) else v for k, v in batch.items()}
+
+    # -- steps -------------------------------------------------------------------
+    def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
+        with torch.enable_grad():
+            preds = self(batch)
+        n_atoms = (batch["ptr"][1:] - batch["ptr"][:-1]).to(
+            preds.get("y_graph_scalars", batch["coordinates"]).dtype
+        )
+        loss = batch["coordinates"].new_zeros(())
+        for kind, (loss_fn, weight) in self.losses.items():
+            pred, ref = preds[kind], batch[kind]
+            if kind == "y_graph_scalars":
+                # Energies are extensive: compare per atom so that large structures don't dominate.
+                pred, ref = pred / n_atoms[:, None], ref / n_atoms[:, None]
+            loss = loss + weight * loss_fn(pred, ref)
+        self._accumulate(split, preds, batch, loss)
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")
+        self.log("train_loss_step", loss.detach(), prog_bar=True, batch_size=1)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        with torch.inference_mode(False), torch.enable_grad():
+            batch = {k: v.clone() for k, v in batch.items()}
+            preds = self(batch)
+        preds = {k: v.detach() for k, v in preds.items()}
+        preds["ptr"] = batch["ptr"]
+        return preds
+
+    # -- exact metrics in physical units ---------------------------------------------
+    def _columns(self, kind: str, pred: Tensor, ref: Tensor) -> list[tuple[str, Tensor, Tensor]]:
+        if kind in ("y_graph_scalars", "y_node_scalars"):
+            names = self.graph_scalar_names if kind == "y_graph_scalars" else self.node_scalar_names
+            return [(name, pred[:, k], ref[:, k]) for k, name in enumerate(names)]
+        return [(str(self.targets[kind]), pred, ref)]
+
+    def _accumulate(
+        self, split: str, preds: dict[str, Tensor], batch: dict[str, Tensor], loss: Tensor
+    ) -> None:
+        sums = self._sums.setdefault(split, {})
+        num_graphs = float(batch["ptr"].numel() - 1)
+        self._add(sums, "loss", loss.detach() * num_graphs, num_graphs)
+        n_atoms = (batch["ptr"][1:] - batch["ptr"][:-1]).to(loss.dtype)
+        for kind in self.losses:
+            for name, pred, ref in self._columns(kind, preds[kind].detach(), batch[kind]):
+                err = (pred - ref).double()
+                self._add(sums, f"{name}_abs", err.abs().sum(), err.numel())
+                self._add(sums, f"{name}_sq", (err**2).sum(), err.numel())
+                if kind == "y_graph_scalars" and name == self.graph_scalar_names[0]:
+                    per_atom = err / n_atoms.double()
+                    self._add(sums, f"{name}_per_atom_abs", per_atom.abs().sum(), err.numel())
+
+    @staticmethod
+    def _add(sums: dict[str, Tensor], key: str, value: Tensor, count: float) -> None:
+        entry = torch.stack(
+            [
+                value.double().reshape(()),
+                torch.tensor(count, dtype=torch.float64, device=value.device),
+            ]
+        )
+        sums[key] = sums[key] + entry if key in sums else entry
+
+    def _log_epoch(self, split: str) -> None:
+        sums = self._sums.pop(split, {})
+        if not sums:
+            return
+        keys = sorted(sums)
+        stacked = torch.stack([sums[k] for k in keys])
+        if self.trainer.world_size > 1:
+            stacked = self.trainer.strategy.reduce(stacked, reduce_op="sum")
+        metrics: dict[str, float] = {}
+        for key, (total, count) in zip(keys, stacked.tolist(), strict=True):
+            mean = total / max(count, 1.0)
+            if key == "loss":
+                metrics[f"{split}_loss"] = mean
+            elif key.endswith("_per_atom_abs"):
+                metrics[f"{split}_{key[: -len('_abs')]}_mae"] = mean
+            elif key.endswith("_abs"):
+                metrics[f"{split}_{key[:-4]}_mae"] = mean
+            elif key.endswith("_sq"):
+                metrics[f"{split}_{key[:-3]}_rmse"] = mean**0.5
+        self.log_dict(metrics, prog_bar=False, sync_dist=False, rank_zero_only=False)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # -- optimisation -------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        opt_cfg = self.module_config["optimizer"]
+        opt_class = getattr(torch.optim, opt_cfg["name"], None)
+        if opt_class is None:
+            raise ValueError(f"module.optimizer.name: torch.optim has no {opt_cfg['name']!r}")
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = opt_class(params, **opt_cfg.get("config", {}))
+        sched_cfg = self.module_config.get("scheduler")
+        if not sched_cfg or not sched_cfg.get("name"):
+            return optimizer
+        sched_class = getattr(torch.optim.lr_scheduler, sched_cfg["name"], None)
+        if sched_class is None:
+            raise ValueError(
+                f"module.scheduler.name: torch.optim.lr_scheduler has no {sched_cfg['name']!r}"
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": sched_class(optimizer, **sched_cfg.get("config", {})),
+                "interval": sched_cfg.get("interval", "epoch"),
+                "frequency": sched_cfg.get("frequency", 1),
+                "monitor": sched_cfg.get("monitor", "val_loss"),
+                "strict": sched_cfg.get("strict", True),
+            },
+        }
+
+    # -- RNG state in checkpoints (resume reproduces dropout etc.) --------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        np_state = cast(tuple[Any, ...], np.random.get_state())
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "numpy_pos": int(np_state[2]),
+            "python": repr(random.getstate()),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states: dict[str, Any] | None = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        np.random.set_state(
+            ("MT19937", states["numpy_keys"].numpy().astype(np.uint32), states["numpy_pos"], 0, 0.0)
+        )
+        version, internal, gauss = eval(states["python"])  # noqa: S307 - our own repr of a tuple
+        random.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,5 @@
+"""EGNN (Satorras et al. 2021, arXiv:2102.09844)."""
+
+from physicsml.models.egnn.model import EGNN, EGNNConfig
+
+__all__ = ["EGNN", "EGNNConfig"]

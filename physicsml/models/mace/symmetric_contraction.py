@@ -1,0 +1,202 @@
+"""MACE's product basis: per-channel symmetric powers of the atomic basis, contracted with
+per-element weights onto the irreps of the next layer (Batatia et al. 2022, eq. 10-11).
+
+The coupling coefficients are computed once with e3nn's ``wigner_3j`` and reduced to the
+*symmetric* coupled basis: the input ``x`` enters as ``x (x) x (x) ... (x) x``, so only the
+part of a coupling that is symmetric under permuting its inputs matters. The reduced basis
+spans exactly the functions that mace-torch's full path basis spans, with fewer weights.
+
+Evaluation folds the weights into the coefficients first (a small ``[element, channel]``
+tensor per monomial), then contracts the monomials of ``x`` (``x_i``, ``x_i x_j`` with
+``i <= j``, ...) with it in one batched matmul: the cost does not grow with the number of
+coupling paths.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import cache, lru_cache
+
+import torch
+from e3nn import o3
+from torch import Tensor
+
+Irrep = tuple[int, int]  # (l, parity)
+
+
+@cache
+def _cg(l1: int, l2: int, l3: int) -> Tensor:
+    """e3nn's real Clebsch-Gordan coefficients ``[2l1+1, 2l2+1, 2l3+1]`` in float64."""
+    return o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+
+
+def _coupling_paths(lmax: int, nu: int, out: Irrep) -> Tensor:
+    """All CG coupling chains of ``nu`` copies of ``V = sum_l l(-1)^l`` (l <= lmax) onto ``out``.
+
+    Returns ``[paths, 2L+1, D, ..., D]`` (``nu`` axes of size D).
+    """
+    dim = (lmax + 1) ** 2
+    eye = torch.eye(dim, dtype=torch.float64)
+    current: list[tuple[int, int, Tensor]] = [
+        (ell, (-1) ** ell, eye[ell * ell : (ell + 1) ** 2]) for ell in range(lmax + 1)
+    ]
+    for step in range(1, nu):
+        last = step == nu - 1
+        coupled = []
+        for la, pa, ta in current:
+            for lb in range(lmax + 1):
+                for lc in range(abs(la - lb), la + lb + 1):
+                    parity = pa * (-1) ** lb
+                    if last and (lc, parity) != out:
+                        continue
+                    t = ta.new_zeros(2 * lc + 1, ta.shape[1], dim)
+                    cg = _cg(la, lb, lc)  # [a, b, c]
+                    block = cg.permute(2, 1, 0).reshape(-1, cg.shape[0]) @ ta  # [c * b, I]
+                    block = block.view(2 * lc + 1, 2 * lb + 1, -1).transpose(1, 2)
+                    t[:, :, lb * lb : (lb + 1) ** 2] = block
+                    coupled.append((lc, parity, t.reshape(2 * lc + 1, -1)))
+        current = coupled
+    rows = [t for ell, p, t in current if (ell, p) == out]
+    if not rows:
+        return torch.zeros(0, 2 * out[0] + 1, *([dim] * nu), dtype=torch.float64)
+    return torch.stack(rows).reshape(len(rows), 2 * out[0] + 1, *([dim] * nu))
+
+
+def symmetric_basis(lmax: int, nu: int, out: Irrep) -> Tensor:
+    """Orthonormal basis ``[P, 2L+1, D, ..., D]`` of the permutation-symmetric couplings.
+
+    Each basis tensor is symmetric in its ``nu`` input axes and equivariant onto ``out``;
+    ``P`` is the multiplicity of ``out`` in the ``nu``-th symmetric power of ``V``.
+    """
+    paths = _coupling_paths(lmax, nu, out)
+    if paths.shape[0] == 0:
+        return paths
+    perms = list(itertools.permutations(range(2, nu + 2)))
+    sym = sum(paths.permute(0, 1, *p) for p in perms) / len(perms)
+    flat = sym.reshape(sym.shape[0], -1)
+    # Orthonormal basis of the row space through the small Gram matrix.
+    evals, evecs = torch.linalg.eigh(flat @ flat.T)
+    keep = evals > 1e-10 * evals[-1]
+    basis = (evecs[:, keep].T @ flat) / evals[keep].sqrt().unsqueeze(-1)
+    return basis.reshape(-1, *paths.shape[1:])
+
+
+def monomials(dim: int, degree: int) -> list[tuple[int, ...]]:
+    """Sorted index tuples ``i1 <= ... <= i_degree`` of the monomials in ``dim`` variables."""
+    return list(itertools.combinations_with_replacement(range(dim), degree))
+
+
+def _orderings(mono: tuple[int, ...]) -> float:
+    """Number of distinct orderings of an index tuple."""
+    return math.factorial(len(mono)) / math.prod(math.factorial(mono.count(i)) for i in set(mono))
+
+
+@lru_cache(maxsize=16)
+def product_basis(
+    lmax: int, correlation: int, outs: tuple[Irrep, ...]
+) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]]]:
+    """Coefficients of the product basis in Horner form, for every output irrep.
+
+    Degree ``nu`` is written ``sum_{q, k} c[p, q, m, k] mono_q(x) x_k`` with ``mono_q`` the
+    sorted monomials of degree ``nu - 1``. Returns ``(coefficients, monomial_indices)``:
+    ``coefficients[nu - 1]`` is ``[P_nu, Q_{nu-1}, sum_L (2L+1), D]`` with the ``P_nu`` basis
+    functions of all output irreps (block-diagonal in the output irreps), scaled so that unit
+    weights give outputs of order one; ``monomial_indices[d - 2] = (prefix, last)`` builds the
+    degree-``d`` monomials as ``mono_{d-1}[prefix] * x[last]``.
+    """
+    dim = (lmax + 1) ** 2
+    by_degree = [monomials(dim, d) for d in range(correlation)]
+    indices = []
+    for d in range(2, correlation):
+        lower = {m: k for k, m in enumerate(by_degree[d - 1])}
+        indices.append(
+            (
+                torch.tensor([lower[m[:-1]] for m in by_degree[d]]),
+                torch.tensor([m[-1] for m in by_degree[d]]),
+            )
+        )
+
+    num_m = sum(2 * ell + 1 for ell, _ in outs)
+    coefficients = []
+    for nu in range(1, correlation + 1):
+        monos = by_degree[nu - 1]
+        mult = torch.tensor([_orderings(m) for m in monos], dtype=torch.float64)
+        # Row-major position of each prefix tuple among the D^(nu-1) ordered ones.
+        flat = torch.tensor([sum(i * dim**k for k, i in enumerate(reversed(m))) for m in monos])
+        blocks, m0 = [], 0
+        for ell, parity in outs:
+            basis = symmetric_basis(lmax, nu, (ell, parity))  # [P, M, D^nu], unit norm
+            # sqrt(M): each output component of order one; 1/sqrt(P): sum over P unit weights.
+            basis = basis * math.sqrt((2 * ell + 1) / max(basis.shape[0], 1))
+            values = basis.reshape(*basis.shape[:2], -1, dim)[:, :, flat]  # [P, M, Q, D]
+            block = torch.zeros(basis.shape[0], len(monos), num_m, dim, dtype=torch.float64)
+            block[:, :, m0 : m0 + 2 * ell + 1] = (values * mult[:, None]).transpose(1, 2)
+            blocks.append(block)
+            m0 += 2 * ell + 1
+        coefficients.append(torch.cat(blocks))
+    return coefficients, indices
+
+
+class SymmetricContraction(torch.nn.Module):
+    """Per-channel product basis ``B_{c,LM} = sum_nu sum_p W[z, nu, p, c] (U_p x_c^(x)nu)_LM``.
+
+    Input ``x [N, D, C]`` (D = (lmax+1)^2 components of ``0e + 1o + ... + lmax`` per channel)
+    and the species index ``[N]``; output ``[N, sum_L (2L+1), C]`` for ``outs``.
+    Evaluated as ``(sum_nu T_nu(z, c) mono_{nu-1}(x_c)) . x_c`` where ``T_nu`` folds the
+    weights into the coefficients: a few batched matmuls over channels per layer.
+    """
+
+    def __init__(
+        self, lmax: int, outs: list[Irrep], correlation: int, num_channels: int, num_elements: int
+    ) -> None:
+        super().__init__()
+        coefficients, indices = product_basis(lmax, correlation, tuple(outs))
+        dtype = torch.get_default_dtype()
+        for nu, c in enumerate(coefficients, start=1):
+            self.register_buffer(f"coefficients_{nu}", c.to(dtype, copy=True), persistent=False)
+        for d, (prefix, last) in enumerate(indices, start=2):
+            self.register_buffer(f"prefix_{d}", prefix.clone(), persistent=False)
+            self.register_buffer(f"last_{d}", last.clone(), persistent=False)
+        self.correlation = correlation
+        self.num_weights = [c.shape[0] for c in coefficients]
+        self.num_m = coefficients[0].shape[2]
+        self.weight = torch.nn.Parameter(
+            torch.randn(num_elements, sum(self.num_weights), num_channels)
+        )
+
+    def forward(self, x: Tensor, species: Tensor) -> Tensor:
+        """Contract ``x [N, D, C]`` with the weights of each node's species -> ``[N, M, C]``.
+
+        Nodes are grouped by species (one batched matmul per species present) so that no
+        per-node copy of the folded weights is made.
+        """
+        channels, dim = x.shape[2], x.shape[1]
+        counts = torch.bincount(species, minlength=self.weight.shape[0]).tolist()
+        order = torch.argsort(species, stable=True)
+        xt = x.index_select(0, order).permute(2, 1, 0).contiguous()  # [C, D, N] by species
+        monomials = [xt][: self.correlation - 1]  # degrees 1 .. correlation-1
+        for d in range(2, self.correlation):
+            prefix: Tensor = getattr(self, f"prefix_{d}")
+            last: Tensor = getattr(self, f"last_{d}")
+            monomials.append(monomials[-1].index_select(1, prefix) * xt.index_select(1, last))
+        weights = torch.split(self.weight, self.num_weights, dim=1)
+        folded = []  # per degree: [C, E, M * D, Q]
+        for nu, w in enumerate(weights, start=1):
+            coefficients: Tensor = getattr(self, f"coefficients_{nu}")  # [P, Q, M, D]
+            f = torch.einsum("pqmk,epc->cemkq", coefficients, w)
+            folded.append(f.reshape(channels, w.shape[0], self.num_m * dim, -1))
+
+        outs, start = [], 0
+        for element, count in enumerate(counts):
+            if count == 0:
+                continue
+            nodes = slice(start, start + count)
+            horner = folded[0][:, element].expand(-1, -1, count)  # the degree-1 term
+            for f, mono in zip(folded[1:], monomials, strict=True):
+                horner = horner + torch.bmm(f[:, element], mono[:, :, nodes])
+            horner = horner.view(channels, self.num_m, dim, count)
+            outs.append((horner * xt[:, None, :, nodes]).sum(2))  # [C, M, count]
+            start += count
+        out = torch.cat(outs, dim=2).permute(2, 1, 0)  # [N, M, C] by species
+        return out.index_select(0, torch.argsort(order))

@@ -1,0 +1,5 @@
+"""NequIP (Batzner et al. 2022)."""
+
+from physicsml.models.nequip.model import NequIP, NequIPConfig
+
+__all__ = ["NequIP", "NequIPConfig"]

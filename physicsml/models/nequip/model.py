@@ -1,0 +1,301 @@
+"""NequIP: E(3)-equivariant message passing (Batzner et al. 2022, Nat. Commun. 13:2453)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
+from torch import Tensor
+
+from physicsml.models.radial import BesselRadialEmbedding
+from physicsml.models.utils import edge_vectors, num_graphs, scatter_sum
+
+
+@dataclass
+class NequIPConfig:
+    """Hyperparameters of :class:`NequIP` (defaults: physicsml's)."""
+
+    _target_: str = "physicsml.models.nequip.NequIP"
+    num_layers: int = 4
+    max_ell: int = 2
+    parity: bool = True
+    num_features: int = 32
+    mlp_irreps: str = "16x0e"
+    num_bessel: int = 8
+    bessel_basis_trainable: bool = True
+    num_polynomial_cutoff: int = 6
+    self_connection: bool = True
+    resnet: bool = True
+    # physicsml hard-codes the radial MLP as two hidden layers of 64; exposed here.
+    radial_mlp_width: int = 64
+    radial_mlp_depth: int = 2
+
+
+def _path_exists(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, ir_out: o3.Irrep) -> bool:
+    return any(ir_out in ir1 * ir2 for _, ir1 in irreps_in for _, ir2 in irreps_edge)
+
+
+def _reachable(
+    irreps_in: o3.Irreps, irreps_sh: o3.Irreps, target: o3.Irreps
+) -> tuple[o3.Irreps, o3.Irreps]:
+    """Scalars and non-scalars of ``target`` that the convolution can produce."""
+    keep = [(m, ir) for m, ir in target if _path_exists(irreps_in, irreps_sh, ir)]
+    return (
+        o3.Irreps([(m, ir) for m, ir in keep if ir.l == 0]),
+        o3.Irreps([(m, ir) for m, ir in keep if ir.l > 0]),
+    )
+
+
+class Convolution(torch.nn.Module):
+    """Sum over neighbours j of ``x_j (x) Y(r_ij)`` with per-edge, per-channel path weights.
+
+    The "uvu" tensor product of physicsml/NequIP, computed as one matmul of the outer product
+    ``x_j Y_ij`` with a constant Clebsch-Gordan matrix (e3nn's per-path kernels spend most
+    of their time allocating gradients). Every irrep of ``irreps_in`` has the same
+    multiplicity; the output has one ``(mul, ir)`` block per path, in e3nn's layout.
+    """
+
+    cg: Tensor
+    path_index: Tensor
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, allowed: o3.Irreps) -> None:
+        super().__init__()
+        muls = {mul for mul, _ in irreps_in}
+        if len(muls) != 1:
+            raise ValueError(f"all irreps need one multiplicity, got {irreps_in}")
+        self.mul = muls.pop()
+        self.in_dims = [ir.dim for _, ir in irreps_in]
+        dim_sh = irreps_sh.dim
+        blocks, out, path_index, col = [], [], [], 0
+        for (_, ir_in), sl_in in zip(irreps_in, irreps_in.slices(), strict=True):
+            off_in = sl_in.start // self.mul
+            for (_, ir_sh), sl_sh in zip(irreps_sh, irreps_sh.slices(), strict=True):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in allowed:
+                        cg = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l) * math.sqrt(ir_out.dim)
+                        blocks.append((off_in, sl_sh.start, col, cg))
+                        path_index += [len(out)] * ir_out.dim
+                        out.append((self.mul, ir_out))
+                        col += ir_out.dim
+        cg_matrix = torch.zeros(irreps_in.dim // self.mul, dim_sh, col)
+        for off_in, off_sh, c, cg in blocks:
+            d1, d2, d3 = cg.shape
+            cg_matrix[off_in : off_in + d1, off_sh : off_sh + d2, c : c + d3] = cg
+        self.register_buffer("cg", cg_matrix.reshape(-1, col).to(torch.get_default_dtype()))
+        self.register_buffer("path_index", torch.tensor(path_index))
+        self.irreps_out = o3.Irreps(out)
+        self.num_paths = len(out)
+        self.weight_numel = self.num_paths * self.mul
+
+    def forward(self, x: Tensor, sh: Tensor, weights: Tensor, edge_index: Tensor) -> Tensor:
+        """``x`` [N, irreps_in.dim], ``sh`` [E, dim_sh], ``weights`` [E, weight_numel]."""
+        centre, neighbour = edge_index
+        num_nodes, num_edges, mul = x.shape[0], sh.shape[0], self.mul
+        blocks = x.split([mul * d for d in self.in_dims], dim=-1)
+        x = torch.cat(
+            [b.reshape(num_nodes, mul, d) for b, d in zip(blocks, self.in_dims, strict=True)], -1
+        )
+        outer = x[neighbour].unsqueeze(-1) * sh.view(num_edges, 1, 1, -1)
+        paths = (outer.reshape(num_edges * mul, self.cg.shape[0]) @ self.cg).view(
+            num_edges, mul, -1
+        )
+        w = weights.view(num_edges, self.num_paths, mul).transpose(1, 2)[:, :, self.path_index]
+        summed = scatter_sum(paths * w, centre, num_nodes)  # [N, mul, sum of path dims]
+        out_dims = [ir.dim for _, ir in self.irreps_out]
+        return torch.cat(
+            [b.reshape(num_nodes, mul * b.shape[-1]) for b in summed.split(out_dims, dim=-1)], -1
+        )
+
+
+class ConvLayer(torch.nn.Module):
+    """One NequIP interaction: self-connection + radially weighted TP convolution + gate.
+
+    With ``resnet`` the input is added to the output (its blocks of the output's irreps).
+    """
+
+    resnet_index: Tensor
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        target_irreps: o3.Irreps,
+        num_elements: int,
+        num_bessel: int,
+        radial_hidden: list[int],
+        avg_num_neighbours: float,
+        self_connection: bool,
+        resnet: bool,
+    ) -> None:
+        super().__init__()
+        scalars, gated = _reachable(irreps_in, irreps_sh, target_irreps)
+        gate_ir = "0e" if _path_exists(irreps_in, irreps_sh, o3.Irrep("0e")) else "0o"
+        gates = o3.Irreps([(m, gate_ir) for m, _ in gated])
+        silu = torch.nn.functional.silu
+        self.gate = Gate(
+            scalars,
+            [silu if ir.p == 1 else torch.tanh for _, ir in scalars],
+            gates,
+            [silu if ir.p == 1 else torch.tanh for _, ir in gates],
+            gated,
+        )
+        irreps_pre = self.gate.irreps_in
+        self.irreps_out: o3.Irreps = self.gate.irreps_out
+        self.resnet = resnet
+        if resnet:
+            blocks = dict(zip(irreps_in, irreps_in.slices(), strict=True))
+            index = [torch.arange(blocks[b].start, blocks[b].stop) for b in self.irreps_out]
+            self.register_buffer("resnet_index", torch.cat(index))
+        self.inv_sqrt_neighbours = avg_num_neighbours**-0.5
+
+        self.linear_1 = o3.Linear(irreps_in, irreps_in)
+        self.conv = Convolution(irreps_in, irreps_sh, irreps_pre)
+        self.radial_mlp = FullyConnectedNet(
+            [num_bessel, *radial_hidden, self.conv.weight_numel], torch.nn.functional.silu
+        )
+        self.linear_2 = o3.Linear(self.conv.irreps_out, irreps_pre)
+        # Species-dependent linear map: equals e3nn's FullyConnectedTensorProduct with the
+        # one-hot node attributes (physicsml's self-connection) at a fraction of the cost.
+        self.self_connection: o3.Linear | None = None
+        if self_connection:
+            self.self_connection = o3.Linear(
+                irreps_in, irreps_pre, shared_weights=False, internal_weights=False
+            )
+            self.sc_weight = torch.nn.Parameter(
+                torch.randn(num_elements, self.self_connection.weight_numel)
+            )
+
+    def forward(
+        self, x: Tensor, species: Tensor, radial: Tensor, sh: Tensor, edge_index: Tensor
+    ) -> Tensor:
+        """Update node features ``x`` [N, irreps_in.dim] -> [N, irreps_out.dim]."""
+        h = self.linear_1(x)
+        h = self.conv(h, sh, self.radial_mlp(radial), edge_index) * self.inv_sqrt_neighbours
+        h = self.linear_2(h)
+        if self.self_connection is not None:
+            h = h + self.self_connection(x, self.sc_weight[species])
+        h = self.gate(h)
+        return x[:, self.resnet_index] + h if self.resnet else h
+
+
+class NequIP(torch.nn.Module):
+    """NequIP interatomic potential with optional scalar/vector heads (see models/README.md)."""
+
+    def __init__(
+        self,
+        *,
+        num_elements: int,
+        cut_off: float,
+        avg_num_neighbours: float,
+        num_node_scalars: int = 0,
+        node_vector: bool = False,
+        graph_vector: bool = False,
+        num_edge_scalars: int = 0,
+        num_graph_scalars: int = 0,
+        num_graph_attrs: int = 0,
+        num_layers: int = 4,
+        max_ell: int = 2,
+        parity: bool = True,
+        num_features: int = 32,
+        mlp_irreps: str = "16x0e",
+        num_bessel: int = 8,
+        bessel_basis_trainable: bool = True,
+        num_polynomial_cutoff: int = 6,
+        self_connection: bool = True,
+        resnet: bool = True,
+        radial_mlp_width: int = 64,
+        radial_mlp_depth: int = 2,
+    ) -> None:
+        super().__init__()
+        if num_edge_scalars > 0:
+            raise ValueError("NequIP cannot predict y_edge_scalars")
+        if num_graph_attrs > 0:
+            raise ValueError("NequIP cannot use graph_attrs")
+        hidden_mlp = o3.Irreps(mlp_irreps)
+        if any(ir != o3.Irrep("0e") for _, ir in hidden_mlp):
+            raise ValueError(f"mlp_irreps must be even scalars, got {mlp_irreps!r}")
+
+        self.irreps_sh = o3.Irreps.spherical_harmonics(max_ell, p=-1 if parity else 1)
+        self.spherical_harmonics = o3.SphericalHarmonics(
+            self.irreps_sh, normalize=True, normalization="component"
+        )
+        self.radial = BesselRadialEmbedding(
+            cut_off, num_bessel, num_polynomial_cutoff, bessel_basis_trainable
+        )
+        self.embedding = torch.nn.Embedding(num_elements, num_features)
+
+        parities = (1, -1) if parity else (1,)
+        hidden = (
+            o3.Irreps([(num_features, (ell, p)) for ell in range(max_ell + 1) for p in parities])
+            .sort()
+            .irreps
+        )
+        vector_ir = self.irreps_sh[1].ir if max_ell > 0 else None
+        want_vector = node_vector or graph_vector
+        if want_vector and vector_ir is None:
+            raise ValueError("NequIP needs max_ell >= 1 to predict vectors")
+        # The last layer only keeps what the heads read: even scalars (and the vector irrep).
+        last = o3.Irreps(
+            [(num_features, "0e")] + ([(num_features, vector_ir)] if want_vector else [])
+        )
+
+        irreps = o3.Irreps(f"{num_features}x0e")
+        self.layers = torch.nn.ModuleList()
+        for k in range(num_layers):
+            # physicsml's rule: a residual where the (unpruned) output irreps equal the input's.
+            scalars, gated = _reachable(irreps, self.irreps_sh, hidden)
+            layer = ConvLayer(
+                irreps,
+                self.irreps_sh,
+                last if k == num_layers - 1 else hidden,
+                num_elements,
+                num_bessel,
+                [radial_mlp_width] * radial_mlp_depth,
+                avg_num_neighbours,
+                self_connection,
+                resnet and scalars + gated == irreps,
+            )
+            self.layers.append(layer)
+            irreps = layer.irreps_out
+
+        def readout(out: str) -> torch.nn.Sequential:
+            return torch.nn.Sequential(o3.Linear(irreps, hidden_mlp), o3.Linear(hidden_mlp, out))
+
+        self.energy_head = readout("1x0e")
+        self.node_scalars_head = readout(f"{num_node_scalars}x0e") if num_node_scalars else None
+        self.graph_scalars_head = readout(f"{num_graph_scalars}x0e") if num_graph_scalars else None
+        self.node_vector_head = (
+            o3.Linear(irreps, o3.Irreps([(1, vector_ir)])) if node_vector else None
+        )
+        self.graph_vector_head = (
+            o3.Linear(irreps, o3.Irreps([(1, vector_ir)])) if graph_vector else None
+        )
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Per-atom energies and the requested heads for a collated batch."""
+        vectors, lengths = edge_vectors(batch)
+        species = batch["species"]
+        edge_index = batch["edge_index"]
+        sh = self.spherical_harmonics(vectors)
+        radial = self.radial(lengths)
+        x = self.embedding(species)
+        for layer in self.layers:
+            x = layer(x, species, radial, sh, edge_index)
+
+        out = {"node_energy": self.energy_head(x).squeeze(-1)}
+        if self.node_scalars_head is not None:
+            out["y_node_scalars"] = self.node_scalars_head(x)
+        if self.graph_scalars_head is not None:
+            out["graph_scalars"] = scatter_sum(
+                self.graph_scalars_head(x), batch["batch"], num_graphs(batch)
+            )
+        if self.node_vector_head is not None:
+            out["y_node_vector"] = self.node_vector_head(x)
+        if self.graph_vector_head is not None:
+            out["y_graph_vector"] = scatter_sum(
+                self.graph_vector_head(x), batch["batch"], num_graphs(batch)
+            )
+        return out

@@ -1,0 +1,238 @@
+"""Ingest of the reference data: values equal ase.io.read's, units, bad frames, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import h5py
+import numpy as np
+import pytest
+from ase import units
+
+from physicsml.cli.ingest import main
+from physicsml.data import ingest as ingest_module
+from physicsml.data.ingest import IngestError, ingest
+from physicsml.data.store import AtomsStore, StoreData
+
+DATA = Path("/work/shared/data")
+ANI = DATA / "ani1x/ani1x_subset.h5"
+
+BAD_XYZ = """2
+Properties=species:S:1:pos:R:3:forces:R:3 energy=1.0 dipole="0 0 1" pbc="F F F"
+H 0 0 0 0 0 1
+H 0 0 0.74 0 0 -1
+2
+Properties=species:S:1:pos:R:3:forces:R:3 energy=nan dipole="0 0 1" pbc="F F F"
+H 0 0 0 0 0 1
+H 0 0 0.75 0 0 -1
+2
+Properties=species:S:1:pos:R:3 energy=2.0 dipole="0 0 1" pbc="F F F"
+H 0 0 0
+H 0 0 0.76
+2
+Properties=species:S:1:pos:R:3:forces:R:3 energy=3.0 dipole="0 1" pbc="F F F"
+H 0 0 0 0 0 1
+H 0 0 0.77 0 0 -1
+2
+Properties=species:S:1:pos:R:3:forces:R:3 energy=4.0 dipole="0 0 1" pbc="F F F"
+H 0 0 0 0 0 1
+H 0 0 0.78 0 0 -1
+"""
+
+
+def structure(data: StoreData, k: int) -> slice:
+    return slice(data.offsets[k], data.offsets[k + 1])
+
+
+def assert_equal_to_ase(store: AtomsStore, path: Path) -> None:
+    frames = list(ase.io.iread(path, ":"))
+    data = store.load()
+    assert store.num_structures == len(frames)
+    assert store.num_atoms == sum(len(a) for a in frames)
+    assert store.elements == sorted({int(z) for a in frames for z in a.numbers})
+    for k in (0, 1, len(frames) // 2, len(frames) - 1):
+        atoms, sl = frames[k], structure(data, k)
+        np.testing.assert_array_equal(data.positions[sl], atoms.positions)
+        np.testing.assert_array_equal(data.numbers[sl], atoms.numbers)
+        np.testing.assert_array_equal(data.cell[k], atoms.cell.array)
+        np.testing.assert_array_equal(data.pbc[k], atoms.pbc)
+        assert data.structure_props["energy"][k] == atoms.get_potential_energy()
+        np.testing.assert_array_equal(data.atom_props["forces"][sl], atoms.get_forces())
+        results = atoms.calc.results
+        if "stress" in results:
+            np.testing.assert_allclose(data.structure_props["stress"][k], atoms.get_stress(False))
+        if "dipole" in results:
+            np.testing.assert_array_equal(data.structure_props["dipole"][k], results["dipole"])
+        if "charges" in results:
+            np.testing.assert_array_equal(data.atom_props["charges"][sl], results["charges"])
+        for name, value in atoms.info.items():
+            if name != "config_type":
+                np.testing.assert_array_equal(data.structure_props[name][k], value)
+
+
+@pytest.mark.parametrize(
+    "name", ["md_xtb/ethanol.extxyz", "md_xtb/aspirin.extxyz", "emt_bulk/cu_bulk.extxyz"]
+)
+def test_extxyz_equals_ase(tmp_path: Path, name: str) -> None:
+    report = ingest(DATA / name, tmp_path / "s.zarr")
+    store = report.store
+    assert report.num_skipped == 0
+    assert_equal_to_ase(store, DATA / name)
+    props = store.properties
+    assert props["energy"] == {"level": "structure", "shape": [], "unit": "eV"}
+    assert props["forces"] == {"level": "atom", "shape": [3], "unit": "eV/Å"}
+    if "bulk" in name:
+        assert props["stress"] == {"level": "structure", "shape": [3, 3], "unit": "eV/Å^3"}
+        assert "config_type" not in props  # strings are not stored
+    else:
+        assert props["dipole"]["unit"] == "e·Å" and props["charges"]["unit"] == "e"
+    assert store.attrs["units"]["energy"] == "eV"
+    source = store.attrs["source"]
+    assert source["path"] == str(DATA / name) and len(source["sha256"]) == 64
+    assert "structures" in report.summary() and str(store.path) in report.summary()
+
+
+def test_slab_mixed_pbc_and_tags(tmp_path: Path) -> None:
+    store = ingest(DATA / "emt_bulk/cu111_slab.extxyz", tmp_path / "s.zarr").store
+    assert_equal_to_ase(store, DATA / "emt_bulk/cu111_slab.extxyz")
+    data = store.load()
+    assert (data.pbc == [True, True, False]).all()
+    assert data.atom_props["tags"].dtype == np.int64 and "stress" not in store.properties
+
+
+def test_ani_hdf5_hartree_to_ev(tmp_path: Path) -> None:
+    store = ingest(ANI, tmp_path / "s.zarr").store
+    assert store.num_structures == 96
+    assert store.elements == [1, 6, 7, 8]
+    assert store.attrs["units"]["source_energy"] == "Hartree"
+    assert store.attrs["source"]["energy_key"] == "wb97x_dz.energy"
+    data = store.load()
+    with h5py.File(ANI) as handle:
+        first = handle[next(iter(handle))]
+        np.testing.assert_array_equal(data.numbers[structure(data, 1)], first["atomic_numbers"])
+        np.testing.assert_allclose(data.positions[structure(data, 1)], first["coordinates"][1])
+        energy = first["wb97x_dz.energy"][1] * units.Hartree
+        assert data.structure_props["energy"][1] == pytest.approx(energy, rel=1e-14)
+        forces = first["wb97x_dz.forces"][1].astype(np.float64) * units.Hartree
+        np.testing.assert_allclose(data.atom_props["forces"][structure(data, 1)], forces)
+        tz = np.concatenate([g["wb97x_tz.energy"][()] for g in handle.values()])
+    assert 27.2 < data.structure_props["energy"][1] / (energy / units.Hartree) < 27.22
+    with pytest.raises(IngestError, match=r"frame \d+: 'energy' is not finite"):
+        ingest(ANI, tmp_path / "tz.zarr", h5_energy_key="wb97x_tz.energy")
+    report = ingest(
+        ANI,
+        tmp_path / "tz.zarr",
+        h5_energy_key="wb97x_tz.energy",
+        h5_forces_key=None,
+        energy_unit="eV",
+        skip_bad=True,
+    )
+    assert list(report.store.properties) == ["energy"]
+    assert report.num_skipped == np.isnan(tz).sum() > 0
+    np.testing.assert_array_equal(report.store.load().structure_props["energy"], tz[~np.isnan(tz)])
+    with pytest.raises(IngestError, match="has no dataset 'nope'"):
+        ingest(ANI, tmp_path / "x.zarr", h5_energy_key="nope")
+
+
+def test_units_conversion(tmp_path: Path) -> None:
+    path = DATA / "md_xtb/ethanol.extxyz"
+    store = ingest(
+        path, tmp_path / "s.zarr", index=":5", energy_unit="kcal/mol", length_unit="Bohr"
+    ).store
+    atoms = next(ase.io.iread(path, 3))
+    data = store.load()
+    energy, length = units.kcal / units.mol, units.Bohr
+    sl = structure(data, 3)
+    assert store.num_structures == 5
+    assert data.structure_props["energy"][3] == pytest.approx(atoms.get_potential_energy() * energy)
+    np.testing.assert_allclose(data.atom_props["forces"][sl], atoms.get_forces() * energy / length)
+    np.testing.assert_allclose(data.positions[sl], atoms.positions * length)
+    np.testing.assert_allclose(
+        data.structure_props["dipole"][3], atoms.calc.results["dipole"] * length
+    )
+    np.testing.assert_array_equal(data.atom_props["charges"][sl], atoms.calc.results["charges"])
+    assert store.attrs["units"]["source_energy"] == "kcal/mol"
+    assert store.attrs["units"]["source_length"] == "Bohr"
+
+
+def test_store_input_is_copied(tmp_path: Path) -> None:
+    first = ingest(DATA / "emt_bulk/cu111_slab.extxyz", tmp_path / "a.zarr", index="::20").store
+    copy = ingest(first.path, tmp_path / "b.zarr").store
+    a, b = first.load(), copy.load()
+    for name in ("offsets", "positions", "numbers", "cell", "pbc"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for name in a.atom_props:
+        np.testing.assert_array_equal(a.atom_props[name], b.atom_props[name])
+    assert copy.properties == first.properties
+    assert copy.attrs["source"]["parent"] == first.attrs["source"]
+
+
+def test_bad_frames(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.extxyz"
+    bad.write_text(BAD_XYZ)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(IngestError, match=r"bad.extxyz: frame 1: 'energy' is not finite"):
+        ingest(bad, out)
+    assert list(tmp_path.iterdir()) == [bad]
+    report = ingest(bad, out, skip_bad=True)
+    assert report.num_skipped == 3
+    assert report.store.load().structure_props["energy"].tolist() == [1.0, 4.0]
+    assert "skipped 3 bad frames" in report.summary()
+
+
+def test_interrupted_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = DATA / "md_xtb/ethanol.extxyz"
+    out = tmp_path / "out.zarr"
+    old = ingest(path, out, index=":3").store.load()
+    convert = ingest_module.atoms_to_frame
+    calls = iter(range(10**6))
+
+    def dying(atoms: object) -> object:
+        if next(calls) == 50:
+            raise RuntimeError("disk on fire")
+        return convert(atoms)
+
+    monkeypatch.setattr(ingest_module, "atoms_to_frame", dying)
+    with pytest.raises(IngestError, match="ethanol.extxyz: cannot read frame 50: .*disk on fire"):
+        ingest(path, out, overwrite=True)
+    np.testing.assert_array_equal(AtomsStore(out).load().positions, old.positions)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.zarr"]
+    with pytest.raises(FileExistsError, match="out.zarr already exists"):
+        ingest(path, out)
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.extxyz"
+    bad.write_text(BAD_XYZ)
+    out = tmp_path / "out.zarr"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(bad), str(out), "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "bad.extxyz: frame 1: 'energy' is not finite" in err and "Traceback" not in err
+    assert not out.exists()
+    main([str(bad), str(out), "--quiet", "--skip-bad"])
+    summary = capsys.readouterr().out
+    assert "wrote 2 structures (4 atoms; elements H;" in summary and "skipped 3" in summary
+    for args in ([str(bad), str(out)], [str(tmp_path / "missing.xyz"), str(tmp_path / "o")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--quiet"])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_cli_process_exit_code(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "physicsml.cli.ingest", str(tmp_path / "no.xyz"), "o.zarr"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"physicsml-ingest: error: input {tmp_path / 'no.xyz'} does not exist"
+    )

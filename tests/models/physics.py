@@ -1,0 +1,143 @@
+"""Reusable physics checks for every architecture (subclass ``ModelPhysicsTests``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.io import read
+
+from physicsml.data.graph import atoms_to_batch
+from physicsml.models.utils import scatter_sum
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """Uniform random proper rotation matrix."""
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+class ModelPhysicsTests:
+    """Physics checks; subclasses implement ``make_model`` and may override the attributes."""
+
+    elements: tuple[int, ...] = (1, 6, 8, 29)
+    cut_off: float = 4.0
+    atol: float = 1e-9  # float64 tolerance on energies/forces
+
+    def make_model(self) -> torch.nn.Module:
+        """Return a freshly initialised model (float64 is set by the tests)."""
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------
+    def model(self) -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = self.make_model().double()
+        model.eval()
+        return model
+
+    def energy_forces(
+        self, model: torch.nn.Module, atoms_list: list[Atoms]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = atoms_to_batch(atoms_list, self.elements, self.cut_off, dtype=torch.float64)
+        batch["coordinates"].requires_grad_(True)
+        out = model(batch)
+        energy = scatter_sum(out["node_energy"], batch["batch"], len(atoms_list))
+        (grad,) = torch.autograd.grad(energy.sum(), batch["coordinates"])
+        return energy.detach(), -grad
+
+    @pytest.fixture
+    def molecules(self) -> list[Atoms]:
+        frames = read(SHARED_DATA / "md_xtb" / "ethanol.extxyz", "0:40:20")
+        frames += read(SHARED_DATA / "md_xtb" / "aspirin.extxyz", "0:1")
+        return frames
+
+    @pytest.fixture
+    def bulk(self) -> Atoms:
+        atoms = read(SHARED_DATA / "emt_bulk" / "cu_vacancy.extxyz", 0)
+        return atoms
+
+    # -- tests ---------------------------------------------------------------
+    def test_rotation_translation(self, molecules: list[Atoms]) -> None:
+        model = self.model()
+        rng = np.random.default_rng(1)
+        e0, f0 = self.energy_forces(model, molecules)
+        rot = random_rotation(rng)
+        moved = []
+        for atoms in molecules:
+            a = atoms.copy()
+            a.positions = a.positions @ rot.T + rng.normal(size=3) * 5.0
+            moved.append(a)
+        e1, f1 = self.energy_forces(model, moved)
+        torch.testing.assert_close(e1, e0, atol=self.atol * 100, rtol=1e-7)
+        torch.testing.assert_close(f1, f0 @ torch.from_numpy(rot.T), atol=1e-7, rtol=1e-6)
+        assert f0.abs().max() > 0, "forces are identically zero: the test cannot detect anything"
+
+    def test_permutation(self, molecules: list[Atoms]) -> None:
+        model = self.model()
+        atoms = molecules[-1]
+        perm = np.random.default_rng(2).permutation(len(atoms))
+        e0, f0 = self.energy_forces(model, [atoms])
+        e1, f1 = self.energy_forces(model, [atoms[perm]])
+        torch.testing.assert_close(e1, e0, atol=1e-8, rtol=1e-8)
+        torch.testing.assert_close(f1, f0[perm], atol=1e-8, rtol=1e-6)
+
+    def test_forces_are_energy_gradient(self, molecules: list[Atoms]) -> None:
+        model = self.model()
+        atoms = molecules[0].copy()
+        _, forces = self.energy_forces(model, [atoms])
+        h = 1e-5
+        for atom, axis in [(0, 0), (3, 1), (len(atoms) - 1, 2)]:
+            plus, minus = atoms.copy(), atoms.copy()
+            plus.positions[atom, axis] += h
+            minus.positions[atom, axis] -= h
+            e_plus, _ = self.energy_forces(model, [plus])
+            e_minus, _ = self.energy_forces(model, [minus])
+            numeric = -(e_plus - e_minus).item() / (2 * h)
+            assert numeric == pytest.approx(forces[atom, axis].item(), abs=1e-6, rel=1e-5)
+
+    def test_batch_invariance(self, molecules: list[Atoms]) -> None:
+        model = self.model()
+        e_batch, f_batch = self.energy_forces(model, molecules)
+        offset = 0
+        for k, atoms in enumerate(molecules):
+            e_alone, f_alone = self.energy_forces(model, [atoms])
+            torch.testing.assert_close(e_alone[0], e_batch[k], atol=1e-9, rtol=1e-10)
+            torch.testing.assert_close(
+                f_alone, f_batch[offset : offset + len(atoms)], atol=1e-9, rtol=1e-8
+            )
+            offset += len(atoms)
+
+    def test_periodic_wrapping(self, bulk: Atoms) -> None:
+        model = self.model()
+        unwrapped = bulk.copy()
+        rng = np.random.default_rng(3)
+        unwrapped.positions += rng.integers(-2, 3, size=(len(bulk), 1)) * bulk.cell.array[0]
+        unwrapped.positions += rng.integers(-2, 3, size=(len(bulk), 1)) * bulk.cell.array[2]
+        wrapped = unwrapped.copy()
+        wrapped.wrap()
+        e0, f0 = self.energy_forces(model, [unwrapped])
+        e1, f1 = self.energy_forces(model, [wrapped])
+        torch.testing.assert_close(e1, e0, atol=1e-8, rtol=1e-9)
+        torch.testing.assert_close(f1, f0, atol=1e-8, rtol=1e-7)
+
+    def test_smooth_at_cut_off(self) -> None:
+        model = self.model()
+        distances = self.cut_off + np.array([-1e-3, -1e-5, 1e-5, 1e-3])
+        energies, forces = [], []
+        for d in distances:
+            atoms = Atoms("CO", positions=[[0.0, 0.0, 0.0], [d, 0.0, 0.0]])
+            e, f = self.energy_forces(model, [atoms])
+            energies.append(e.item())
+            forces.append(f[0, 0].item())
+        # Beyond the cut-off the pair does not interact; just inside it nearly does not either.
+        assert abs(energies[1] - energies[2]) < 1e-6
+        assert abs(forces[1]) < 1e-4 and forces[2] == 0.0
+        assert abs(energies[0] - energies[3]) < 1e-3

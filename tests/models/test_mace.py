@@ -1,0 +1,170 @@
+"""Tests of the MACE model: physics, heads, product basis and parameter layout."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import numpy as np
+import pytest
+import torch
+from ase.io import read
+from e3nn import o3
+
+from physicsml.data.graph import atoms_to_batch
+from physicsml.models.mace import MACE, MACEConfig
+from physicsml.models.mace.symmetric_contraction import SymmetricContraction, symmetric_basis
+from tests.models.physics import SHARED_DATA, ModelPhysicsTests, random_rotation
+
+SMALL = {
+    "hidden_irreps": "8x0e + 8x1o",
+    "max_ell": 2,
+    "num_bessel": 4,
+    "radial_mlp": [16],
+    "mlp_irreps": "4x0e",
+}
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class TestMACEPhysics(ModelPhysicsTests):
+    def make_model(self) -> torch.nn.Module:
+        return MACE(
+            num_elements=len(self.elements), cut_off=self.cut_off, avg_num_neighbours=10.0, **SMALL
+        )
+
+
+@pytest.fixture
+def molecules() -> list:
+    return read(SHARED_DATA / "md_xtb" / "aspirin.extxyz", "0:2")
+
+
+def _run(model: MACE, atoms_list: list, rotation: np.ndarray | None = None) -> dict:
+    moved = []
+    for atoms in atoms_list:
+        a = atoms.copy()
+        if rotation is not None:
+            a.positions = a.positions @ rotation.T
+        moved.append(a)
+    batch = atoms_to_batch(moved, (1, 6, 8), 4.0, dtype=torch.float64)
+    with torch.no_grad():
+        return model(batch)
+
+
+def test_heads_shapes_and_symmetry(molecules: list) -> None:
+    torch.manual_seed(0)
+    model = MACE(
+        num_elements=3, cut_off=4.0, avg_num_neighbours=10.0, num_node_scalars=2,
+        node_vector=True, graph_vector=True, num_graph_scalars=3, **SMALL,
+    ).double()
+    out = _run(model, molecules)
+    n = sum(len(a) for a in molecules)
+    assert out["node_energy"].shape == (n,)
+    assert out["y_node_scalars"].shape == (n, 2)
+    assert out["graph_scalars"].shape == (2, 3)
+    assert out["y_node_vector"].shape == (n, 3)
+    assert out["y_graph_vector"].shape == (2, 3)
+    assert out["y_node_vector"].abs().max() > 1e-6
+    assert out["y_graph_vector"].abs().max() > 1e-6
+
+    rot = torch.from_numpy(random_rotation(np.random.default_rng(5)))
+    rotated = _run(model, molecules, rot.numpy())
+    for key in ("node_energy", "y_node_scalars", "graph_scalars"):
+        torch.testing.assert_close(rotated[key], out[key], atol=1e-10, rtol=1e-8)
+    for key in ("y_node_vector", "y_graph_vector"):
+        torch.testing.assert_close(rotated[key], out[key] @ rot.T, atol=1e-10, rtol=1e-8)
+
+
+def test_last_layer_keeps_vectors_only_when_needed() -> None:
+    plain = MACE(num_elements=3, cut_off=4.0, avg_num_neighbours=10.0, **SMALL)
+    vec = MACE(num_elements=3, cut_off=4.0, avg_num_neighbours=10.0, node_vector=True, **SMALL)
+    assert count_parameters(vec) > count_parameters(plain)
+    assert len(vec.node_vector_head) == 2  # both layers contribute a vector
+
+
+def test_unsupported_heads_raise() -> None:
+    with pytest.raises(ValueError, match="y_edge_scalars"):
+        MACE(num_elements=3, cut_off=4.0, avg_num_neighbours=10.0, num_edge_scalars=1, **SMALL)
+    with pytest.raises(ValueError, match="graph_attrs"):
+        MACE(num_elements=3, cut_off=4.0, avg_num_neighbours=10.0, num_graph_attrs=2, **SMALL)
+    with pytest.raises(ValueError, match="hidden_irreps"):
+        MACE(num_elements=3, cut_off=4.0, avg_num_neighbours=10.0, hidden_irreps="8x0e + 4x1o")
+
+
+@pytest.mark.parametrize(("correlation", "num_interactions"), [(1, 1), (2, 3)])
+def test_other_depths_are_invariant(molecules: list, correlation: int, num_interactions: int) -> None:
+    torch.manual_seed(0)
+    model = MACE(
+        num_elements=3, cut_off=4.0, avg_num_neighbours=10.0, correlation=correlation,
+        num_interactions=num_interactions, **SMALL,
+    ).double()
+    rot = random_rotation(np.random.default_rng(6))
+    e0 = _run(model, molecules)["node_energy"]
+    e1 = _run(model, molecules, rot)["node_energy"]
+    torch.testing.assert_close(e1, e0, atol=1e-10, rtol=1e-8)
+
+
+def test_symmetric_basis_multiplicities() -> None:
+    # Multiplicity of 0e / 1o in the nu-th symmetric power of 0e + 1o + 2e + 3o.
+    counts = {
+        (0, 1): [symmetric_basis(3, nu, (0, 1)).shape[0] for nu in (1, 2, 3)],
+        (1, -1): [symmetric_basis(3, nu, (1, -1)).shape[0] for nu in (1, 2, 3)],
+    }
+    assert counts == {(0, 1): [1, 4, 8], (1, -1): [1, 3, 12]}
+    basis = symmetric_basis(3, 3, (1, -1))
+    torch.testing.assert_close(basis, basis.transpose(2, 4))  # symmetric in its inputs
+
+
+def test_symmetric_contraction_matches_direct_sum() -> None:
+    torch.manual_seed(0)
+    outs = [(0, 1), (1, -1)]
+    sc = SymmetricContraction(2, outs, 3, 3, 2).double()
+    x = torch.randn(5, 9, 3, dtype=torch.float64)
+    species = torch.tensor([1, 0, 1, 1, 0])
+    out = sc(x, species)
+    expected = torch.zeros_like(out)
+    p0 = 0
+    for nu in (1, 2, 3):
+        m0 = 0
+        for ell, parity in outs:
+            basis = symmetric_basis(2, nu, (ell, parity))
+            basis = basis * ((2 * ell + 1) / basis.shape[0]) ** 0.5
+            for n in range(x.shape[0]):
+                for c in range(x.shape[2]):
+                    t = basis
+                    for _ in range(nu):
+                        t = t @ x[n, :, c]
+                    w = sc.weight[species[n], p0 : p0 + basis.shape[0], c]
+                    expected[n, m0 : m0 + 2 * ell + 1, c] += w @ t
+            p0, m0 = p0 + basis.shape[0], m0 + 2 * ell + 1
+    torch.testing.assert_close(out, expected)
+
+    angles = o3.rand_angles(dtype=torch.float64)
+    d_in = o3.Irreps("0e + 1o + 2e").D_from_angles(*angles)
+    d_out = o3.Irreps("0e + 1o").D_from_angles(*angles)
+    rotated = sc(torch.einsum("ij,njc->nic", d_in, x), species)
+    torch.testing.assert_close(rotated, torch.einsum("ij,njc->nic", d_out, out))
+
+
+def test_parameter_layout_matches_mace_torch() -> None:
+    # mace-torch 0.3.16, hidden 32x0e+32x1o, max_ell 3, correlation 3, 3 elements: 93,520
+    # parameters, of which 3 * 32 * 114 in the product basis (full coupling paths: 28 + 58
+    # for layer 1 (0e, 1o), 28 for layer 2 (0e)). Ours has the same blocks, with the product
+    # basis reduced to its symmetric part (13 + 16 + 13 functions per element and channel).
+    model = MACE(num_elements=3, cut_off=5.0, avg_num_neighbours=10.0, hidden_irreps="32x0e+32x1o")
+    product = sum(p.weight.numel() for p in (m.contraction for m in model.products))
+    assert product == 3 * 32 * (13 + 16 + 13)
+    assert count_parameters(model) - product == 93_520 - 3 * 32 * 114
+
+
+def test_config_mirrors_constructor() -> None:
+    fields = {f.name: f for f in dataclasses.fields(MACEConfig)}
+    assert fields.pop("_target_").default == "physicsml.models.mace.MACE"
+    params = inspect.signature(MACE).parameters
+    for name, f in fields.items():
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        expected = params[name].default
+        assert default == (expected if expected is not None else [64, 64, 64]), name
