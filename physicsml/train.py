@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+import sys
+import time
+import warnings
 from pathlib import Path
 from typing import Any, cast
 
@@ -11,6 +15,8 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import callbacks as pl_callbacks
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from physicsml.config.schema import DataModuleConfig
@@ -20,6 +26,10 @@ from physicsml.lightning.module import PotentialModule
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"32": "32-true", "64": "64-true"}
+WANDB_ID_FILE = "wandb_id.txt"
+
+# PotentialModule all-reduces its metric sums itself, so Lightning's sync_dist advice is moot.
+warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
 
 
 def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
@@ -33,6 +43,12 @@ def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
         )
     precision = str(kwargs["precision"])
     kwargs["precision"] = PRECISIONS.get(precision, precision)
+    # The datamodule's EpochSampler shards the data over ranks itself: Lightning must not wrap it.
+    kwargs["use_distributed_sampler"] = False
+    if SLURMEnvironment.detect():
+        # submitit owns preemption and requeue (USR2, see conf/hydra/launcher/slurm.yaml);
+        # Lightning's own auto-requeue would requeue the job a second time.
+        kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     return {k: v for k, v in kwargs.items() if v is not None or k in ("max_epochs",)}
 
 
@@ -63,9 +79,73 @@ def build_callbacks(callbacks_cfg: Any, trainer_callbacks: Any) -> list[pl_callb
     return out
 
 
-def build_loggers(logger_cfg: Any) -> list[Any]:
-    """Loggers from the ``logger`` group (``{name: {_target_: ...}}``)."""
-    return [instantiate(lg) for lg in (logger_cfg or {}).values() if lg is not None]
+def build_loggers(logger_cfg: Any, run_dir: Path, cfg: DictConfig | None = None) -> list[Any]:
+    """Loggers from the ``logger`` group (``{name: {_target_: ...}}``).
+
+    A ``WandbLogger`` gets the resolved ``cfg`` as its run config and the run id kept in
+    ``<run_dir>/wandb_id.txt``, so that a resumed run continues the same wandb run.
+    """
+    loggers = []
+    for lg in (logger_cfg or {}).values():
+        if lg is None:
+            continue
+        if str(lg.get("_target_", "")).endswith("WandbLogger"):
+            kwargs = wandb_kwargs(run_dir, cfg)
+            if lg.get("group") is None and _sweep_name() is not None:
+                kwargs["group"] = _sweep_name()
+            loggers.append(instantiate(lg, _partial_=True)(**kwargs))  # (a "config" kwarg)
+        else:
+            loggers.append(instantiate(lg))
+    return loggers
+
+
+def _global_rank() -> int:
+    """This process's rank from the environment (before the Trainer exists): 0 unless DDP."""
+    return int(getattr(rank_zero_only, "rank", 0))
+
+
+def _sweep_name() -> str | None:
+    """The sweep directory's name in a Hydra multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or str(HydraConfig.get().mode) != "RunMode.MULTIRUN":
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
+
+
+def wandb_kwargs(run_dir: Path, cfg: DictConfig | None) -> dict[str, Any]:
+    """``id``/``resume``/``config`` for ``WandbLogger``; rank 0 writes a new id to the run dir."""
+    id_file = run_dir / WANDB_ID_FILE
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+    else:
+        run_id = secrets.token_hex(4)
+        if _global_rank() == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(run_id + "\n")
+    kwargs: dict[str, Any] = {"id": run_id, "resume": "allow"}
+    if cfg is not None:
+        kwargs["config"] = OmegaConf.to_container(cfg, resolve=True)
+    return kwargs
+
+
+def resume_path(run_dir: Path, ckpt_path: str | None) -> str | None:
+    """``ckpt_path`` if set, else the newest checkpoint a previous attempt of this run left:
+    Lightning's ``hpc_ckpt_*.ckpt`` or ``checkpoints/last.ckpt`` (a requeued job resumes)."""
+    if ckpt_path is not None:
+        return ckpt_path
+    found = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
+    found = [p for p in found if p.is_file()]
+    if not found:
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    log.info("resuming from %s (left in the run directory by an earlier attempt)", newest)
+    if _global_rank() == 0:
+        # Lightning's CSVLogger deletes an existing metrics.csv: keep the earlier epochs
+        for csv_file in run_dir.glob("*/metrics.csv"):
+            attempt = len(list(csv_file.parent.glob("metrics.before-*.csv"))) + 1
+            csv_file.rename(csv_file.with_name(f"metrics.before-{attempt}.csv"))
+    return str(newest)
 
 
 def _final_metrics(trainer: L.Trainer) -> dict[str, Any]:
@@ -81,6 +161,7 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, Any]:
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit a potential as configured, write ``metrics.json`` into ``run_dir`` and return it."""
+    start = time.perf_counter()
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.float32_matmul_precision:
@@ -98,21 +179,28 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         ),
         data=model_data(datamodule),
     )
+    ckpt_path = resume_path(run_dir, cfg.ckpt_path)
+    plain_cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
     trainer = L.Trainer(
         **trainer_kwargs(cfg.trainer),
         callbacks=build_callbacks(cfg.get("callbacks"), cfg.trainer.callbacks),
-        logger=build_loggers(cfg.get("logger")) or False,
+        logger=build_loggers(cfg.get("logger"), run_dir, plain_cfg) or False,
     )
     if trainer.global_rank == 0:
         (run_dir / "statistics.json").write_text(
             json.dumps(datamodule.statistics.as_dict(), indent=2)
         )
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = _final_metrics(trainer)
-    if cfg.test and "test" in datamodule.datasets:
-        for key, value in trainer.test(module, datamodule=datamodule, verbose=False)[0].items():
-            metrics[key] = float(value)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = _final_metrics(trainer)
+        if cfg.test and "test" in datamodule.datasets:
+            for key, value in trainer.test(module, datamodule=datamodule, verbose=False)[0].items():
+                metrics[key] = float(value)
+    finally:
+        if "wandb" in sys.modules:
+            sys.modules["wandb"].finish()
+    metrics["wall_time_s"] = time.perf_counter() - start
     if trainer.global_rank == 0:
         save_model(module, run_dir / "model.pt")
         tmp = run_dir / "metrics.json.tmp"

@@ -91,3 +91,15 @@ def test_ase_calculator(trained, where: str) -> None:
 def test_calculator_rejects_missing_model(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="model.pt"):
         PhysicsMLCalculator(tmp_path)
+
+
+def test_predict_from_a_file_matches_atoms(trained, shared_data: Path, tmp_path: Path) -> None:
+    model, _, frames, _ = trained
+    from ase.io import write
+
+    path = tmp_path / "five.extxyz"
+    write(path, frames[100:105])
+    from_file = model.predict(path)
+    from_atoms = model.predict(frames[100:105])
+    np.testing.assert_allclose(np.array(from_file["energy"]), np.array(from_atoms["energy"]))
+    np.testing.assert_allclose(from_file["forces"][3], from_atoms["forces"][3], atol=1e-6)

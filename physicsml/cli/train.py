@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
+from physicsml.cli import report
 from physicsml.config.registry import config_dir, register_configs
 from physicsml.config.resolvers import register_resolvers
 from physicsml.data.datamodule import ConfigError
@@ -55,17 +57,35 @@ def one_line(exc: BaseException) -> str:
 def _run(cfg: DictConfig) -> float | None:
     from physicsml.train import train
 
+    register_resolvers()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
+    environ = dict(os.environ)
+    (run_dir / report.ERROR_FILE).unlink(missing_ok=True)  # left by an earlier attempt of this job
+    if multirun and str(hydra_cfg.launcher._target_).endswith("BasicLauncher"):
+        _as_single_run(hydra_cfg)
     try:
         metrics = train(cfg, run_dir)
-    except (ConfigError, StoreError, FileNotFoundError) as exc:
-        if multirun:
-            log.error("job %s failed: %s", hydra_cfg.job.num, exc)
-            return float("nan")
-        print(f"physicsml-train: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as exc:
+        if not multirun:
+            if isinstance(exc, (ConfigError, StoreError, FileNotFoundError)):
+                print(f"physicsml-train: error: {exc}", file=sys.stderr)
+                sys.exit(2)
+            raise
+        # one failed job must not stop the sweep: record it, the summary reports it
+        log.exception("job %s failed: %s", hydra_cfg.job.num, exc)
+        (run_dir / report.ERROR_FILE).write_text(f"{type(exc).__name__}: {one_line(exc)}\n")
+        return float("nan")
+    finally:
+        # Lightning's DDP launcher leaves its process group and LOCAL_RANK, MASTER_PORT... behind:
+        # the next job of a sweep in this process must start its own ranks again
+        import torch.distributed
+
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
     summary = ", ".join(
         f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("val_") and "rmse" not in k
     )
@@ -73,6 +93,15 @@ def _run(cfg: DictConfig) -> float | None:
     print(f"physicsml-train: run directory {run_dir}")
     value: Any = metrics.get("val_loss")
     return float(value) if value is not None else None
+
+
+def _as_single_run(hydra_cfg: Any) -> None:
+    """Make Lightning's DDP launcher, which re-executes ``sys.argv`` with
+    ``hydra.run.dir=<HydraConfig run.dir>`` for the other ranks, start this job alone in its
+    own directory instead of the whole sweep in the run directory."""
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
 def main() -> None:
@@ -88,6 +117,8 @@ def main() -> None:
             print(f"physicsml-train: error: {error}", file=sys.stderr)
             sys.exit(2)
     hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_run)()
+    if report.failed_jobs:  # filled by report.SweepSummary, the Hydra callback
+        sys.exit(1)
 
 
 if __name__ == "__main__":

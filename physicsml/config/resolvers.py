@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -17,7 +18,14 @@ def shipped_data(name: str) -> str:
     return str(path)
 
 
+def stdout_is_terminal() -> bool:
+    """True when a person watches the output (progress bars), False in logs and batch jobs."""
+    return sys.stdout.isatty()
+
+
 def register_resolvers() -> None:
     """Register the resolvers (idempotent)."""
     if not OmegaConf.has_resolver("physicsml_data"):
         OmegaConf.register_new_resolver("physicsml_data", shipped_data)
+    if not OmegaConf.has_resolver("physicsml_isatty"):
+        OmegaConf.register_new_resolver("physicsml_isatty", stdout_is_terminal)

@@ -36,7 +36,8 @@ class SplitConfig:
     train: float = 0.8
     validation: float = 0.2
     test: float = 0.0
-    seed: int = 0
+    seed: int = 0  # also seeds the training order of every epoch
+    shuffle: bool = True  # false: consecutive blocks in store order (train, validation, test)
 
 
 @dataclass
@@ -62,6 +63,13 @@ class DataModuleConfig:
     cell: list[list[float]] | None = None
     self_interaction: bool = False
     pre_batch: PreBatch | None = None
+    # on_disk batches are cached under <pre_batch_dir>/<store>-<hash>/, the hash covering the
+    # data and every parameter that changes the batches (null: <cache_dir>/prebatch).
+    pre_batch_dir: str | None = None
+    # Training batches are re-drawn every this many epochs and reshuffled (as whole batches)
+    # on the others; 0: drawn once. null: every epoch in_memory, once on_disk (each
+    # on-disk composition is a full copy of the training data).
+    rebatch_every_n_epochs: int | None = None
     # Where the data come from: one store split by fractions, or one store per split.
     dataset: str | None = None
     split: SplitConfig = field(default_factory=SplitConfig)

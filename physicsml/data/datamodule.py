@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from functools import partial
@@ -13,9 +14,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from physicsml.config.schema import DataModuleConfig
+from physicsml.config.schema import DataModuleConfig, PreBatch
 from physicsml.data.dataset import StructureDataset, TargetSpec
 from physicsml.data.graph import collate, species_lookup
+from physicsml.data.prebatch import (
+    BatchPlan,
+    InMemoryBatches,
+    OnDiskBatches,
+    PrebatchSampler,
+    cache_key,
+    write_batches,
+)
 from physicsml.data.sampler import EpochSampler
 from physicsml.data.sources import open_source
 from physicsml.data.statistics import DataStatistics, compute_statistics
@@ -178,7 +187,9 @@ class AtomsDataModule(L.LightningDataModule):
                 "datamodule.split: fractions must lie in [0, 1] and sum to at most 1, "
                 f"got {fractions}"
             )
-        order = np.random.default_rng(split.seed).permutation(num)
+        order = (
+            np.random.default_rng(split.seed).permutation(num) if split.shuffle else np.arange(num)
+        )
         out: dict[str, np.ndarray] = {}
         start = 0
         for name, fraction in fractions.items():
@@ -266,6 +277,10 @@ class AtomsDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         dataset = self.datasets[name]
+        dtype = torch.float64 if self._precision() == 64 else torch.float32
+        lookup = species_lookup(self.elements)
+        if self.config.pre_batch is not None:
+            return self._prebatched_loader(name, batch_size, shuffle, rank, world, dtype)
         sampler = EpochSampler(
             len(dataset),
             shuffle,
@@ -274,7 +289,6 @@ class AtomsDataModule(L.LightningDataModule):
             world_size=world,
             even=shuffle,
         )
-        dtype = torch.float64 if self._precision() == 64 else torch.float32
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -283,11 +297,59 @@ class AtomsDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             collate_fn=partial(
                 collate,
-                lookup=species_lookup(self.elements),
+                lookup=lookup,
                 num_elements=self.num_elements,
                 dtype=dtype,
             ),
         )
+
+    def _prebatched_loader(
+        self, name: str, batch_size: int, shuffle: bool, rank: int, world: int, dtype: torch.dtype
+    ) -> DataLoader:
+        """Whole pre-collated batches (``pre_batch``); see ``physicsml.data.prebatch``."""
+        cfg = self.config
+        dataset = self.datasets[name]
+        every = cfg.rebatch_every_n_epochs
+        if every is None:
+            every = 1 if cfg.pre_batch == PreBatch.in_memory else 0
+        plan = BatchPlan(len(dataset), batch_size, shuffle, cfg.split.seed, rank, world, every)
+        collate_args = (species_lookup(self.elements), self.num_elements, dtype)
+        if cfg.pre_batch == PreBatch.in_memory:
+            batches = InMemoryBatches(dataset, batch_size, *collate_args)
+            sampler = PrebatchSampler(plan, batches.prepare)
+            return DataLoader(batches, batch_size=None, sampler=sampler, num_workers=0)
+        directory = self.pre_batch_directory(name, batch_size, shuffle)
+        on_disk = OnDiskBatches(directory, *collate_args)
+
+        def prepare(group: str, items: np.ndarray) -> None:
+            write_batches(directory / group, dataset, items, batch_size)
+
+        return DataLoader(
+            on_disk,
+            batch_size=None,
+            sampler=PrebatchSampler(plan, prepare),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def pre_batch_directory(self, name: str, batch_size: int, shuffle: bool) -> Path:
+        """Cache folder of split ``name``'s on-disk batches (``pre_batch_dir/<store>-<hash>``)."""
+        cfg = self.config
+        root = Path(cfg.pre_batch_dir or Path(cfg.cache_dir) / "prebatch").expanduser()
+        dataset = self.datasets[name]
+        params = {
+            "cut_off": float(cfg.cut_off),
+            "pbc": None if cfg.pbc is None else [bool(p) for p in cfg.pbc],
+            "cell": None if cfg.cell is None else np.asarray(cfg.cell, dtype=float).tolist(),
+            "self_interaction": bool(cfg.self_interaction),
+            "batch_size": int(batch_size),
+            "targets": self.targets.as_dict(),
+            "with_targets": dataset.with_targets,
+            "shuffle": shuffle,
+            "seed": int(cfg.split.seed) if shuffle else None,
+            "indices": hashlib.sha256(dataset.indices.astype(np.int64).tobytes()).hexdigest(),
+        }
+        return root / cache_key(self.stores[name], params)
 
     def _precision(self) -> int:
         precision = str(self.trainer.precision) if self.trainer is not None else "32"

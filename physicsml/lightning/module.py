@@ -122,11 +122,6 @@ class PotentialModule(L.LightningModule):
             preds["y_node_vector"] = out["y_node_vector"]
         return preds
 
-    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> Any:
-        """Cast floating tensors to the module's precision (e.g. float64 for ``precision=64``)."""
-        dtype = self.dtype if isinstance(self.dtype, torch.dtype) else torch.float32
-        return {k: v.to(dtype) if torch.is_floating_point(v) else v for k, v in batch.items()}
-
     # -- steps -------------------------------------------------------------------
     def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         with torch.enable_grad():

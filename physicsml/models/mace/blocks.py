@@ -80,8 +80,8 @@ class Interaction(torch.nn.Module):
 
     ``h [N, D_in, C]`` -> ``A [N, (lmax+1)^2, C]`` on ``0e + 1o + ... + lmax``. The
     tensor product is e3nn's "uvu" (channel-wise) with one radial weight per path and
-    channel; it is evaluated as one batched matmul per edge with Clebsch-Gordan coefficients
-    pre-contracted with the spherical harmonics. With ``residual`` it also returns the
+    channel; per output irrep it is one batched matmul over edges, with the Clebsch-Gordan
+    coefficients pre-contracted with the spherical harmonics. With ``residual`` it also returns the
     species-dependent skip connection of ``h`` onto ``irreps_out``; without, the species
     mixing is applied to ``A`` (mace-torch's RealAgnostic[Residual]InteractionBlock).
     """
@@ -112,14 +112,16 @@ class Interaction(torch.nn.Module):
                         per_target[target.index((ell, p_in * (-1) ** l_sh))].append((a, l_sh))
         self.paths_per_target = [len(p) for p in per_target]
         assert all(self.paths_per_target), "every target irrep is reached from 0e"
-        dtype = torch.get_default_dtype()
         for t, (paths, (ell, _)) in enumerate(zip(per_target, target, strict=True)):
-            cg = torch.zeros((lmax + 1) ** 2, self.dim_in, 2 * ell + 1, len(paths))
+            cg = torch.zeros(
+                (lmax + 1) ** 2, self.dim_in, 2 * ell + 1, len(paths), dtype=torch.float64
+            )
             for k, (a, l_sh) in enumerate(paths):
                 c = o3.wigner_3j(irreps_in[a][0], l_sh, ell, dtype=torch.float64)
                 block = (c * math.sqrt(2 * ell + 1)).permute(1, 0, 2)  # [sh, in, out]
-                cg[l_sh * l_sh : (l_sh + 1) ** 2, in_slices[a], :, k] = block.to(cg.dtype)
-            self.register_buffer(f"cg_{t}", cg.reshape(cg.shape[0], -1).to(dtype), persistent=False)
+                cg[l_sh * l_sh : (l_sh + 1) ** 2, in_slices[a], :, k] = block
+            # float64 constants, cast on use (exact float64 models).
+            self.register_buffer(f"cg_{t}", cg.reshape(cg.shape[0], -1), persistent=False)
 
         self.linear_up = BlockLinear(irreps_in, irreps_in, channels, channels)
         self.radial_mlp = FullyConnectedNet(
@@ -158,7 +160,7 @@ class Interaction(torch.nn.Module):
             cg: Tensor = getattr(self, f"cg_{t}")
             dim, n = self.target_dims[t], self.paths_per_target[t]
             # Clebsch-Gordan coefficients contracted with Y(r_ij): [E, D_in, dim * n].
-            coupling = (sh @ cg).view(num_edges, self.dim_in, dim * n)
+            coupling = (sh @ cg.to(sh.dtype)).view(num_edges, self.dim_in, dim * n)
             if self.dim_in == 1:
                 messages = coupling.transpose(1, 2) * h_neighbour
             else:
@@ -219,16 +221,20 @@ class ScalarReadout(torch.nn.Module):
 class VectorReadout(torch.nn.Module):
     """One Cartesian vector ``[N, 3]`` per node from the ``1o`` block (linear in channels)."""
 
+    to_xyz: Tensor
+
     def __init__(self, channels: int, vector_slice: slice) -> None:
         super().__init__()
         self.vector_slice = vector_slice
         self.weight = torch.nn.Parameter(torch.randn(channels))
         # Rows: the l=1 spherical harmonics of the unit x, y, z axes (e3nn's component order
         # changed between releases), so ``v_sh @ to_xyz.T`` is the Cartesian vector.
-        unit = o3.spherical_harmonics(1, torch.eye(3), normalize=True, normalization="norm")
-        self.register_buffer("to_xyz", unit.to(torch.get_default_dtype()), persistent=False)
+        unit = o3.spherical_harmonics(
+            1, torch.eye(3, dtype=torch.float64), normalize=True, normalization="norm"
+        )
+        self.register_buffer("to_xyz", unit, persistent=False)
 
     def forward(self, h: Tensor) -> Tensor:
         """``h [N, D, C]`` -> ``[N, 3]``."""
         v = h[:, self.vector_slice, :] @ (self.weight / math.sqrt(self.weight.shape[0]))
-        return v @ self.to_xyz.T
+        return v @ self.to_xyz.T.to(v.dtype)

@@ -102,7 +102,7 @@ class MACE(torch.nn.Module):
         layer_irreps: list[list[tuple[int, int]]] = []
         irreps_in = [(0, 1)]
         for k in range(num_interactions):
-            irreps_out = last_irreps if k == num_interactions - 1 and k > 0 else irreps
+            irreps_out = last_irreps if k == num_interactions - 1 else irreps
             self.interactions.append(
                 Interaction(
                     irreps_in,

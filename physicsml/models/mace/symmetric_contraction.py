@@ -6,10 +6,12 @@ The coupling coefficients are computed once with e3nn's ``wigner_3j`` and reduce
 part of a coupling that is symmetric under permuting its inputs matters. The reduced basis
 spans exactly the functions that mace-torch's full path basis spans, with fewer weights.
 
-Evaluation folds the weights into the coefficients first (a small ``[element, channel]``
-tensor per monomial), then contracts the monomials of ``x`` (``x_i``, ``x_i x_j`` with
-``i <= j``, ...) with it in one batched matmul: the cost does not grow with the number of
-coupling paths.
+Evaluation is in Horner form, ``(sum_nu T_nu mono_{nu-1}(x)) . x`` with ``mono_d`` the sorted
+degree-``d`` monomials of one channel (``x_i x_j``, ``i <= j``, for correlation 3): the
+per-element weights are folded into the coefficients first (``T_nu`` is a small
+``[channel, M * D, monomial]`` tensor per element), and the nodes of each element go through
+one batched matmul over channels. The cost does not grow with the number of coupling paths
+(mace-torch contracts per node with the full coupling tensors, a factor ~P more work).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def symmetric_basis(lmax: int, nu: int, out: Irrep) -> Tensor:
     if paths.shape[0] == 0:
         return paths
     perms = list(itertools.permutations(range(2, nu + 2)))
-    sym = sum(paths.permute(0, 1, *p) for p in perms) / len(perms)
+    sym = torch.stack([paths.permute(0, 1, *p) for p in perms]).mean(0)
     flat = sym.reshape(sym.shape[0], -1)
     # Orthonormal basis of the row space through the small Gram matrix.
     evals, evecs = torch.linalg.eigh(flat @ flat.T)
@@ -144,7 +146,7 @@ class SymmetricContraction(torch.nn.Module):
     Input ``x [N, D, C]`` (D = (lmax+1)^2 components of ``0e + 1o + ... + lmax`` per channel)
     and the species index ``[N]``; output ``[N, sum_L (2L+1), C]`` for ``outs``.
     Evaluated as ``(sum_nu T_nu(z, c) mono_{nu-1}(x_c)) . x_c`` where ``T_nu`` folds the
-    weights into the coefficients: a few batched matmuls over channels per layer.
+    weights into the coefficients: one batched matmul over channels per degree and species.
     """
 
     def __init__(
@@ -152,9 +154,9 @@ class SymmetricContraction(torch.nn.Module):
     ) -> None:
         super().__init__()
         coefficients, indices = product_basis(lmax, correlation, tuple(outs))
-        dtype = torch.get_default_dtype()
+        # Constants stay float64 (cast on use) so that a float64 model is exact to 1e-15.
         for nu, c in enumerate(coefficients, start=1):
-            self.register_buffer(f"coefficients_{nu}", c.to(dtype, copy=True), persistent=False)
+            self.register_buffer(f"coefficients_{nu}", c.clone(), persistent=False)
         for d, (prefix, last) in enumerate(indices, start=2):
             self.register_buffer(f"prefix_{d}", prefix.clone(), persistent=False)
             self.register_buffer(f"last_{d}", last.clone(), persistent=False)
@@ -180,22 +182,23 @@ class SymmetricContraction(torch.nn.Module):
             prefix: Tensor = getattr(self, f"prefix_{d}")
             last: Tensor = getattr(self, f"last_{d}")
             monomials.append(monomials[-1].index_select(1, prefix) * xt.index_select(1, last))
-        weights = torch.split(self.weight, self.num_weights, dim=1)
-        folded = []  # per degree: [C, E, M * D, Q]
-        for nu, w in enumerate(weights, start=1):
-            coefficients: Tensor = getattr(self, f"coefficients_{nu}")  # [P, Q, M, D]
-            f = torch.einsum("pqmk,epc->cemkq", coefficients, w)
-            folded.append(f.reshape(channels, w.shape[0], self.num_m * dim, -1))
-
+        coefficients = [
+            getattr(self, f"coefficients_{nu}").to(x.dtype) for nu in range(1, self.correlation + 1)
+        ]  # [P, Q, M, D] per degree
         outs, start = [], 0
         for element, count in enumerate(counts):
             if count == 0:
                 continue
             nodes = slice(start, start + count)
-            horner = folded[0][:, element].expand(-1, -1, count)  # the degree-1 term
-            for f, mono in zip(folded[1:], monomials, strict=True):
-                horner = horner + torch.bmm(f[:, element], mono[:, :, nodes])
-            horner = horner.view(channels, self.num_m, dim, count)
+            weights = torch.split(self.weight[element], self.num_weights)  # [P, C] per degree
+            horner: Tensor | None = None  # [C, M * D, count]
+            for nu, (c, w) in enumerate(zip(coefficients, weights, strict=True)):
+                # Weights folded into the coefficients: [C, M * D, Q].
+                folded = torch.einsum("pqmk,pc->cmkq", c, w).reshape(channels, -1, c.shape[1])
+                term = folded if nu == 0 else torch.bmm(folded, monomials[nu - 1][:, :, nodes])
+                horner = term if horner is None else horner + term
+            assert horner is not None
+            horner = horner.expand(-1, -1, count).reshape(channels, self.num_m, dim, count)
             outs.append((horner * xt[:, None, :, nodes]).sum(2))  # [C, M, count]
             start += count
         out = torch.cat(outs, dim=2).permute(2, 1, 0)  # [N, M, C] by species

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -49,67 +48,6 @@ def _reachable(
     )
 
 
-class Convolution(torch.nn.Module):
-    """Sum over neighbours j of ``x_j (x) Y(r_ij)`` with per-edge, per-channel path weights.
-
-    The "uvu" tensor product of physicsml/NequIP, computed as one matmul of the outer product
-    ``x_j Y_ij`` with a constant Clebsch-Gordan matrix (e3nn's per-path kernels spend most
-    of their time allocating gradients). Every irrep of ``irreps_in`` has the same
-    multiplicity; the output has one ``(mul, ir)`` block per path, in e3nn's layout.
-    """
-
-    cg: Tensor
-    path_index: Tensor
-
-    def __init__(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, allowed: o3.Irreps) -> None:
-        super().__init__()
-        muls = {mul for mul, _ in irreps_in}
-        if len(muls) != 1:
-            raise ValueError(f"all irreps need one multiplicity, got {irreps_in}")
-        self.mul = muls.pop()
-        self.in_dims = [ir.dim for _, ir in irreps_in]
-        dim_sh = irreps_sh.dim
-        blocks, out, path_index, col = [], [], [], 0
-        for (_, ir_in), sl_in in zip(irreps_in, irreps_in.slices(), strict=True):
-            off_in = sl_in.start // self.mul
-            for (_, ir_sh), sl_sh in zip(irreps_sh, irreps_sh.slices(), strict=True):
-                for ir_out in ir_in * ir_sh:
-                    if ir_out in allowed:
-                        cg = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l) * math.sqrt(ir_out.dim)
-                        blocks.append((off_in, sl_sh.start, col, cg))
-                        path_index += [len(out)] * ir_out.dim
-                        out.append((self.mul, ir_out))
-                        col += ir_out.dim
-        cg_matrix = torch.zeros(irreps_in.dim // self.mul, dim_sh, col)
-        for off_in, off_sh, c, cg in blocks:
-            d1, d2, d3 = cg.shape
-            cg_matrix[off_in : off_in + d1, off_sh : off_sh + d2, c : c + d3] = cg
-        self.register_buffer("cg", cg_matrix.reshape(-1, col).to(torch.get_default_dtype()))
-        self.register_buffer("path_index", torch.tensor(path_index))
-        self.irreps_out = o3.Irreps(out)
-        self.num_paths = len(out)
-        self.weight_numel = self.num_paths * self.mul
-
-    def forward(self, x: Tensor, sh: Tensor, weights: Tensor, edge_index: Tensor) -> Tensor:
-        """``x`` [N, irreps_in.dim], ``sh`` [E, dim_sh], ``weights`` [E, weight_numel]."""
-        centre, neighbour = edge_index
-        num_nodes, num_edges, mul = x.shape[0], sh.shape[0], self.mul
-        blocks = x.split([mul * d for d in self.in_dims], dim=-1)
-        x = torch.cat(
-            [b.reshape(num_nodes, mul, d) for b, d in zip(blocks, self.in_dims, strict=True)], -1
-        )
-        outer = x[neighbour].unsqueeze(-1) * sh.view(num_edges, 1, 1, -1)
-        paths = (outer.reshape(num_edges * mul, self.cg.shape[0]) @ self.cg).view(
-            num_edges, mul, -1
-        )
-        w = weights.view(num_edges, self.num_paths, mul).transpose(1, 2)[:, :, self.path_index]
-        summed = scatter_sum(paths * w, centre, num_nodes)  # [N, mul, sum of path dims]
-        out_dims = [ir.dim for _, ir in self.irreps_out]
-        return torch.cat(
-            [b.reshape(num_nodes, mul * b.shape[-1]) for b in summed.split(out_dims, dim=-1)], -1
-        )
-
-
 class ConvLayer(torch.nn.Module):
     """One NequIP interaction: self-connection + radially weighted TP convolution + gate.
 
@@ -152,11 +90,28 @@ class ConvLayer(torch.nn.Module):
         self.inv_sqrt_neighbours = avg_num_neighbours**-0.5
 
         self.linear_1 = o3.Linear(irreps_in, irreps_in)
-        self.conv = Convolution(irreps_in, irreps_sh, irreps_pre)
-        self.radial_mlp = FullyConnectedNet(
-            [num_bessel, *radial_hidden, self.conv.weight_numel], torch.nn.functional.silu
+        mid: list[tuple[int, o3.Irrep]] = []
+        instructions = []
+        for i, (mul, ir_in) in enumerate(irreps_in):
+            for j, (_, ir_edge) in enumerate(irreps_sh):
+                for ir_out in ir_in * ir_edge:
+                    if ir_out in irreps_pre:
+                        instructions.append((i, j, len(mid), "uvu", True))
+                        mid.append((mul, ir_out))
+        irreps_mid, perm, _ = o3.Irreps(mid).sort()
+        instructions = [(i, j, perm[k], mode, w) for i, j, k, mode, w in instructions]
+        self.tp = o3.TensorProduct(
+            irreps_in,
+            irreps_sh,
+            irreps_mid,
+            instructions,
+            shared_weights=False,
+            internal_weights=False,
         )
-        self.linear_2 = o3.Linear(self.conv.irreps_out, irreps_pre)
+        self.radial_mlp = FullyConnectedNet(
+            [num_bessel, *radial_hidden, self.tp.weight_numel], torch.nn.functional.silu
+        )
+        self.linear_2 = o3.Linear(irreps_mid.simplify(), irreps_pre)
         # Species-dependent linear map: equals e3nn's FullyConnectedTensorProduct with the
         # one-hot node attributes (physicsml's self-connection) at a fraction of the cost.
         self.self_connection: o3.Linear | None = None
@@ -172,8 +127,10 @@ class ConvLayer(torch.nn.Module):
         self, x: Tensor, species: Tensor, radial: Tensor, sh: Tensor, edge_index: Tensor
     ) -> Tensor:
         """Update node features ``x`` [N, irreps_in.dim] -> [N, irreps_out.dim]."""
+        centre, neighbour = edge_index
         h = self.linear_1(x)
-        h = self.conv(h, sh, self.radial_mlp(radial), edge_index) * self.inv_sqrt_neighbours
+        messages = self.tp(h[neighbour], sh, self.radial_mlp(radial))
+        h = scatter_sum(messages, centre, x.shape[0]) * self.inv_sqrt_neighbours
         h = self.linear_2(h)
         if self.self_connection is not None:
             h = h + self.self_connection(x, self.sc_weight[species])

@@ -1,0 +1,463 @@
+"""Pre-batching: batches collated once per composition, held in memory or cached on disk.
+
+A *composition* is the split of one loader's structures into batches. Training compositions
+are the batches the plain loader would make in epoch ``E`` (``EpochSampler``'s order for
+``seed + E``, cut into ``batch_size`` chunks), so pre-batching changes neither which
+structures an epoch sees nor how they are grouped on the epochs where a composition is
+drawn. Between re-draws the same batches are served in a new order each epoch. Evaluation
+compositions are the structures in order, cut into batches: exact, without padding.
+
+On disk, a composition is a zarr group (no pickles) of the concatenated per-atom, per-edge
+and per-structure arrays plus batch offsets, under ``<pre_batch_dir>/<key>/<name>`` where
+``key`` hashes the data and every parameter that changes the batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from torch import Tensor
+from torch.utils.data import Dataset, DistributedSampler
+
+from physicsml.data.dataset import StructureDataset
+from physicsml.data.graph import GRAPH_KEYS, NODE_KEYS
+from physicsml.data.sampler import EpochSampler
+from physicsml.data.store import FLUSH_ATOMS, AtomsStore, _locked, _remove
+
+log = logging.getLogger(__name__)
+
+PREBATCH_VERSION = 1
+"""Bump when the on-disk layout or the batching changes so that old caches are not reused."""
+CHUNK_BYTES = 2**18
+"""Target size of one on-disk chunk (256 KiB): a batch read touches one or two chunks."""
+
+ATOM_ARRAYS = ("positions", "numbers", *NODE_KEYS)
+LEVELS = ("atoms", "edges", "graphs")
+Layout = list[tuple[str, int, list[int], str]]
+"""Columns of a packed level: ``(name, first column, trailing shape, numpy dtype)``."""
+EDGE_DTYPE = np.dtype(np.int32)
+"""On disk the arrays of a level are packed as columns of one array (one read per level):
+float64 for atoms and structures (atomic numbers, counts and pbc are exact in it), int32
+for edges."""
+BatchKey = tuple[str, int]
+"""``(composition name, batch number)``: what a pre-batched loader's sampler yields."""
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + c)`` for every ``(s, c)``."""
+    ends = np.cumsum(counts)
+    return np.repeat(starts - (ends - counts), counts) + np.arange(
+        int(ends[-1]) if len(ends) else 0
+    )
+
+
+def gather(dataset: StructureDataset, items: np.ndarray) -> dict[str, np.ndarray]:
+    """Arrays of dataset items ``items`` concatenated in that order (vectorised ``__getitem__``).
+
+    Per atom: ``positions``, ``numbers``, ``y_node_*``; per edge: ``edge_index [E,2]`` (local
+    to its structure), ``shifts``; per structure: ``counts`` (atoms), ``edge_counts``,
+    ``cell``, ``pbc``, ``graph_attrs``, ``y_graph_*``.
+    """
+    data, table, spec = dataset.data, dataset.neighbours, dataset.targets
+    keys = dataset.indices[np.asarray(items, dtype=np.int64)]
+    num = len(keys)
+    counts = data.offsets[keys + 1] - data.offsets[keys]
+    edge_counts = table.offsets[keys + 1] - table.offsets[keys]
+    atoms = _ranges(data.offsets[keys], counts)
+    edges = _ranges(table.offsets[keys], edge_counts)
+    out = {
+        "positions": data.positions[atoms],
+        "numbers": data.numbers[atoms],
+        "edge_index": table.edge_index[:, edges].T.copy(),
+        "shifts": table.shifts[edges],
+        "counts": counts,
+        "edge_counts": edge_counts,
+        "cell": data.cell[keys] if dataset.cell is None else np.repeat(dataset.cell[None], num, 0),
+        "pbc": data.pbc[keys] if dataset.pbc is None else np.repeat(dataset.pbc[None], num, 0),
+    }
+    graph = data.structure_props
+    if spec.graph_attrs_cols:
+        out["graph_attrs"] = np.concatenate(
+            [graph[c][keys].reshape(num, -1) for c in spec.graph_attrs_cols], axis=1
+        ).astype(np.float64)
+    if not dataset.with_targets:
+        return out
+    if spec.y_graph_scalars:
+        out["y_graph_scalars"] = np.stack(
+            [graph[c][keys].reshape(num, -1)[:, 0] for c in spec.y_graph_scalars], axis=1
+        ).astype(np.float64)
+    if spec.y_graph_vector:
+        out["y_graph_vector"] = graph[spec.y_graph_vector][keys].astype(np.float64)
+    if spec.y_node_scalars:
+        out["y_node_scalars"] = np.stack(
+            [data.atom_props[c][atoms].reshape(len(atoms)) for c in spec.y_node_scalars], axis=1
+        ).astype(np.float64)
+    if spec.y_node_vector:
+        out["y_node_vector"] = data.atom_props[spec.y_node_vector][atoms].astype(np.float64)
+    return out
+
+
+def assemble(
+    parts: dict[str, np.ndarray], lookup: np.ndarray, num_elements: int, dtype: torch.dtype
+) -> dict[str, Tensor]:
+    """Batch dict of the structures in ``parts`` (``gather`` arrays), equal to ``collate``'s."""
+    counts = parts["counts"].astype(np.int64)
+    num = len(counts)
+    ptr = np.zeros(num + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    numbers = parts["numbers"].astype(np.int64)
+    species = lookup[numbers]
+    if (species < 0).any():
+        missing = sorted(set(numbers[species < 0].tolist()))
+        raise ValueError(
+            f"atomic numbers {missing} are not in the model's element list "
+            f"{np.flatnonzero(lookup >= 0).tolist()}"
+        )
+    cells = parts["cell"].astype(np.float64)
+    edge_graph = np.repeat(np.arange(num), parts["edge_counts"].astype(np.int64))
+    edge_index = parts["edge_index"].T.astype(np.int64) + ptr[edge_graph]
+    shifts = parts["shifts"].astype(np.float64)
+    cell_shift = np.einsum("ek,ekl->el", shifts, cells[edge_graph]) if len(shifts) else shifts
+    species_t = torch.from_numpy(species)
+    batch: dict[str, Tensor] = {
+        "coordinates": torch.from_numpy(parts["positions"].astype(np.float64)).to(dtype),
+        "atomic_numbers": torch.from_numpy(numbers),
+        "species": species_t,
+        "node_attrs": torch.nn.functional.one_hot(species_t, num_elements).to(dtype),
+        "edge_index": torch.from_numpy(edge_index),
+        "cell_shift": torch.from_numpy(cell_shift).to(dtype),
+        "batch": torch.from_numpy(np.repeat(np.arange(num), counts)),
+        "ptr": torch.from_numpy(ptr),
+        "num_graphs": torch.tensor(num),
+        "cell": torch.from_numpy(cells).to(dtype),
+        "pbc": torch.from_numpy(parts["pbc"].astype(bool)),
+    }
+    for key in (*NODE_KEYS, *GRAPH_KEYS):
+        if key in parts:
+            batch[key] = torch.from_numpy(parts[key].astype(np.float64)).to(dtype)
+    return batch
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+def batch_slices(parts: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+    """Offsets ``[B+1]`` of every batch into the structure, atom and edge axes of ``parts``."""
+    graphs = np.append(np.arange(0, len(parts["counts"]), batch_size), len(parts["counts"]))
+    return {
+        "graphs": graphs,
+        "atoms": _offsets(parts["counts"])[graphs],
+        "edges": _offsets(parts["edge_counts"])[graphs],
+    }
+
+
+def _level(name: str) -> str:
+    if name in ATOM_ARRAYS:
+        return "atoms"
+    return "edges" if name in ("edge_index", "shifts") else "graphs"
+
+
+def _select(parts: dict[str, np.ndarray], slices: dict[str, np.ndarray], b: int) -> dict:
+    return {
+        name: value[slices[_level(name)][b] : slices[_level(name)][b + 1]]
+        for name, value in parts.items()
+    }
+
+
+class BatchPlan:
+    """Which structures make which batches, epoch by epoch, for one rank of one loader.
+
+    Training (``shuffle``): the composition used in epoch ``e`` is drawn in epoch
+    ``e - e % rebatch_every`` (``0`` when ``rebatch_every == 0``, drawn once) and served in
+    its drawn order that epoch, in an order seeded by ``(seed, e)`` on the other epochs.
+    Evaluation: one composition, structures in order, batches in order.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        rebatch_every: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if rebatch_every < 0:
+            raise ValueError(f"rebatch_every_n_epochs must be >= 0, got {rebatch_every}")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rebatch_every = rebatch_every if shuffle else 0
+        self.sampler = EpochSampler(num_items, shuffle, seed, rank, world_size, even=shuffle)
+        self.num_batches = -(-len(self.sampler) // batch_size)
+
+    def drawn_in(self, epoch: int) -> int:
+        """The epoch whose order defines the composition served in ``epoch``."""
+        return epoch - epoch % self.rebatch_every if self.rebatch_every else 0
+
+    def name(self, epoch: int) -> str:
+        """Name of the composition served in ``epoch`` (its on-disk group)."""
+        s = self.sampler
+        kind = f"train-e{self.drawn_in(epoch)}" if self.shuffle else "eval"
+        return f"{kind}-r{s.rank}of{s.world_size}"
+
+    def items(self, epoch: int) -> np.ndarray:
+        """Dataset items of the composition served in ``epoch``, in batch order."""
+        self.sampler.set_epoch(self.drawn_in(epoch))
+        return self.sampler.order()
+
+    def batch_order(self, epoch: int) -> np.ndarray:
+        """Order in which the batches of the composition are served in ``epoch``."""
+        if not self.shuffle or epoch == self.drawn_in(epoch):
+            return np.arange(self.num_batches)
+        return np.random.default_rng((self.seed, epoch)).permutation(self.num_batches)
+
+
+class PrebatchSampler(DistributedSampler):
+    """Yields ``(composition, batch)`` keys of one epoch, preparing the composition first.
+
+    It shards across ranks itself (through its ``BatchPlan``); it derives from
+    ``DistributedSampler`` only so that Lightning does not wrap it in another one when
+    ``use_distributed_sampler`` is on (``physicsml.train`` turns it off).
+    """
+
+    def __init__(self, plan: BatchPlan, prepare: Callable[[str, np.ndarray], None]) -> None:
+        super().__init__(
+            range(plan.num_batches),  # type: ignore[arg-type]
+            num_replicas=1,
+            rank=0,
+            shuffle=plan.shuffle,
+            seed=plan.seed,
+        )
+        self.plan = plan
+        self.prepare = prepare
+
+    def __iter__(self) -> Iterator[BatchKey]:  # type: ignore[override]
+        name = self.plan.name(self.epoch)
+        self.prepare(name, self.plan.items(self.epoch))
+        return iter([(name, int(b)) for b in self.plan.batch_order(self.epoch)])
+
+    def __len__(self) -> int:
+        return self.plan.num_batches
+
+
+class InMemoryBatches(Dataset[dict[str, Tensor]]):
+    """The collated batches of the current composition, as tensors (use ``num_workers=0``)."""
+
+    def __init__(
+        self,
+        dataset: StructureDataset,
+        batch_size: int,
+        lookup: np.ndarray,
+        num_elements: int,
+        dtype: torch.dtype,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.collate_args = (lookup, num_elements, dtype)
+        self.name: str | None = None
+        self.batches: list[dict[str, Tensor]] = []
+
+    def prepare(self, name: str, items: np.ndarray) -> None:
+        """Collate composition ``name`` (structures ``items`` in batch order) unless held."""
+        if name == self.name:
+            return
+        self.batches = []  # free the previous composition first
+        parts = gather(self.dataset, items)
+        slices = batch_slices(parts, self.batch_size)
+        self.batches = [
+            assemble(_select(parts, slices, b), *self.collate_args)
+            for b in range(len(slices["graphs"]) - 1)
+        ]
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, key: BatchKey) -> dict[str, Tensor]:
+        name, b = key
+        if name != self.name:
+            raise KeyError(f"composition {name} is not prepared (holding {self.name})")
+        # new tensor objects (same memory), so that requires_grad_ or .grad do not stick
+        return {key: value.detach() for key, value in self.batches[b].items()}
+
+
+def cache_key(store: AtomsStore, params: dict[str, Any]) -> str:
+    """Folder name of a pre-batch cache: the store's name and a hash of data and parameters."""
+    source = store.attrs.get("source", {})
+    identity = {
+        "version": PREBATCH_VERSION,
+        "store": str(store.path.resolve()),
+        "sha256": source.get("sha256"),
+        "created": source.get("created"),
+        "num_structures": store.num_structures,
+        "num_atoms": store.num_atoms,
+        **params,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{store.path.stem}-{digest}"
+
+
+def _chunk_rows(tail: tuple[int, ...], dtype: np.dtype) -> int:
+    row = int(np.prod(tail, dtype=np.int64)) * dtype.itemsize
+    return max(1, CHUNK_BYTES // max(row, 1))
+
+
+def write_batches(
+    path: Path, dataset: StructureDataset, items: np.ndarray, batch_size: int
+) -> None:
+    """Write the composition ``items`` (cut into ``batch_size`` batches) as a zarr group.
+
+    Built block by block into ``<name>.tmp-<pid>`` next to ``path`` and renamed at the end;
+    concurrent writers are serialised by a lock on ``<path>.lock`` and the later ones reuse
+    the first one's result.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.with_name(f"{path.name}.lock")):
+        if _complete(path):
+            return
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        _remove(tmp)
+        try:
+            root = zarr.open_group(tmp, mode="w", zarr_format=3)
+            mean_atoms = dataset.data.offsets[-1] / max(len(dataset.data.offsets) - 1, 1)
+            block = max(1, int(FLUSH_ATOMS / max(mean_atoms, 1)) // batch_size) * batch_size
+            counts, edge_counts = [], []
+            layout: dict[str, Layout] = {}
+            for start in range(0, len(items), block):
+                parts = gather(dataset, items[start : start + block])
+                counts.append(parts["counts"])
+                edge_counts.append(parts["edge_counts"])
+                for level in LEVELS:
+                    packed, layout[level] = _pack(parts, level)
+                    _append(root, level, packed)
+            slices = batch_slices(
+                {"counts": np.concatenate(counts), "edge_counts": np.concatenate(edge_counts)},
+                batch_size,
+            )
+            for level, offsets in slices.items():
+                root.create_array(f"batches/{level}", data=offsets, compressors=None)
+            root.attrs.update(
+                {"num_batches": len(offsets) - 1, "batch_size": batch_size, "layout": layout}
+            )
+            root.attrs["complete"] = True
+            os.replace(tmp, path)
+        except BaseException:
+            _remove(tmp)
+            raise
+    log.info("pre-batched %d structures into %s", len(items), path)
+
+
+def _pack(parts: dict[str, np.ndarray], level: str) -> tuple[np.ndarray, Layout]:
+    """The arrays of ``level`` as columns of one array, and their ``(name, column, shape,
+    dtype)`` layout."""
+    names = [n for n in parts if _level(n) == level]
+    dtype = EDGE_DTYPE if level == "edges" else np.dtype(np.float64)
+    columns = [parts[n].reshape(len(parts[n]), -1) for n in names]
+    starts = np.cumsum([0] + [c.shape[1] for c in columns])
+    layout = [
+        (n, int(c), list(parts[n].shape[1:]), parts[n].dtype.str)
+        for n, c in zip(names, starts, strict=False)
+    ]
+    return np.concatenate(columns, axis=1, dtype=dtype), layout
+
+
+def _unpack(packed: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+    out = {}
+    for name, column, shape, dtype in layout:
+        width = int(np.prod(shape, dtype=np.int64))
+        block = packed[:, column : column + width]
+        out[name] = block.reshape(len(packed), *shape).astype(np.dtype(dtype))
+    return out
+
+
+def _append(root: zarr.Group, name: str, value: np.ndarray) -> None:
+    if name not in root:
+        root.create_array(
+            name,
+            shape=(0, value.shape[1]),
+            dtype=value.dtype,
+            chunks=(_chunk_rows(value.shape[1:], value.dtype), value.shape[1]),
+            compressors=None,
+        )
+    array = root[name]
+    assert isinstance(array, zarr.Array)
+    start = array.shape[0]
+    array.resize((start + len(value), value.shape[1]))
+    array[start:] = value
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    array = group[name]
+    assert isinstance(array, zarr.Array)
+    return array
+
+
+def _complete(path: Path) -> bool:
+    if not (path / "zarr.json").is_file():
+        return False
+    return bool(zarr.open_group(path, mode="r", zarr_format=3).attrs.get("complete"))
+
+
+@dataclass
+class _OpenComposition:
+    arrays: dict[str, zarr.Array]
+    slices: dict[str, np.ndarray]
+    layout: dict[str, Layout]
+
+
+class OnDiskBatches(Dataset[dict[str, Tensor]]):
+    """Reads batches ``(composition, b)`` from the zarr groups under ``directory``.
+
+    Holds only the batch offsets of the compositions it has opened, so its memory does not
+    grow with the number of structures; safe in DataLoader workers (opened lazily).
+    """
+
+    def __init__(
+        self, directory: Path, lookup: np.ndarray, num_elements: int, dtype: torch.dtype
+    ) -> None:
+        self.directory = directory
+        self.collate_args = (lookup, num_elements, dtype)
+        self._open: dict[str, _OpenComposition] = {}
+
+    def _group(self, name: str) -> _OpenComposition:
+        if name not in self._open:
+            self._open.clear()  # one composition at a time
+            root = zarr.open_group(self.directory / name, mode="r", zarr_format=3)
+            self._open[name] = _OpenComposition(
+                arrays={level: _array(root, level) for level in LEVELS},
+                slices={
+                    level: np.asarray(_array(root, f"batches/{level}")[...]) for level in LEVELS
+                },
+                layout=root.attrs["layout"],  # type: ignore[arg-type]
+            )
+        return self._open[name]
+
+    def __getitem__(self, key: BatchKey) -> dict[str, Tensor]:
+        name, b = key
+        group = self._group(name)
+        parts: dict[str, np.ndarray] = {}
+        for level in LEVELS:
+            start, stop = group.slices[level][b : b + 2]
+            rows = np.asarray(group.arrays[level][start:stop])
+            parts.update(_unpack(rows, group.layout[level]))
+        return assemble(parts, *self.collate_args)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_open": {}}

@@ -1,0 +1,88 @@
+"""Targets beyond energy and forces, optimizer/scheduler/callback configuration, workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lightning.pytorch.callbacks import EarlyStopping
+from omegaconf import OmegaConf
+
+from physicsml.data.datamodule import AtomsDataModule, ConfigError, resolve_num_workers
+from physicsml.train import build_callbacks, train, trainer_kwargs
+
+TINY = [
+    "module.model.c_hidden=8",
+    "module.model.num_layers=1",
+    "datamodule.split.train=0.15",
+    "datamodule.split.validation=0.05",
+    "trainer.max_epochs=1",
+]
+
+
+def test_charges_as_node_scalars(cfg_factory) -> None:
+    cfg = cfg_factory(*TINY, "datamodule.y_node_scalars=[charges]")
+    metrics = train(cfg, Path(cfg.hydra.runtime.output_dir))
+    for key in ("val_charges_mae", "val_charges_rmse", "val_forces_mae", "val_energy_mae"):
+        assert np.isfinite(metrics[key]), key
+
+
+def test_reduce_on_plateau_and_sgd(cfg_factory) -> None:
+    cfg = cfg_factory(
+        *TINY,
+        "trainer.max_epochs=2",
+        "module.optimizer.name=SGD",
+        "module.optimizer.config.lr=0.001",
+        "module.scheduler.name=ReduceLROnPlateau",
+        "module.scheduler.monitor=val_forces_mae",
+    )
+    metrics = train(cfg, Path(cfg.hydra.runtime.output_dir))
+    assert metrics["epoch"] == 2
+
+
+def test_unknown_optimizer_is_named(cfg_factory) -> None:
+    cfg = cfg_factory(*TINY, "module.optimizer.name=Adamm")
+    with pytest.raises(ValueError, match="module.optimizer.name.*Adamm"):
+        train(cfg, Path(cfg.hydra.runtime.output_dir))
+
+
+def test_spec_callback_list(cfg_factory) -> None:
+    cfg = cfg_factory(
+        *TINY,
+        "trainer.callbacks=[{name: EarlyStopping, config: {monitor: val_loss, patience: 3}}]",
+    )
+    callbacks = build_callbacks(cfg.callbacks, cfg.trainer.callbacks)
+    early = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
+    assert len(early) == 1 and early[0].patience == 3
+    with pytest.raises(ConfigError, match="NoSuchCallback"):
+        build_callbacks({}, OmegaConf.create([{"name": "NoSuchCallback"}]))
+
+
+def test_inference_mode_must_stay_false(cfg_factory) -> None:
+    cfg = cfg_factory("trainer.inference_mode=true")
+    with pytest.raises(ConfigError, match="trainer.inference_mode"):
+        trainer_kwargs(cfg.trainer)
+
+
+def test_num_workers_all_and_bad_values() -> None:
+    assert resolve_num_workers("all") >= 1
+    assert resolve_num_workers(3) == 3
+    with pytest.raises(ConfigError, match="datamodule.num_workers"):
+        resolve_num_workers("some")
+
+
+def test_elements_and_statistics_from_training_split(cfg_factory) -> None:
+    cfg = cfg_factory(*TINY)
+    dm = AtomsDataModule(OmegaConf.to_object(cfg.datamodule))
+    dm.setup("fit")
+    assert dm.elements == [1, 6, 8] and dm.num_elements == 3
+    stats = dm.statistics
+    assert stats is not None and stats.num_structures == len(dm.indices["train"])
+    # Ethanol's composition never changes: E0 reproduces the mean energy per structure.
+    data = dm.datasets["train"]
+    energies = [data[k]["y_graph_scalars"][0] for k in range(len(data))]
+    e0 = dict(zip(stats.elements, stats.reference_energies, strict=True))
+    assert 6 * e0[1] + 2 * e0[6] + e0[8] == pytest.approx(np.mean(energies), abs=1e-6)
+    assert 0.3 < stats.energy_scale < 3.0  # RMS force, eV/Å
+    assert 6 < stats.avg_num_neighbours <= 8  # ethanol within 5 Å: nearly all 8 other atoms
