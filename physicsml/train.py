@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = {"32": "32-true", "64": "64-true"}
 WANDB_ID_FILE = "wandb_id.txt"
+PREEMPTED_CKPT = "checkpoints/preempted.ckpt"
 
 # PotentialModule all-reduces its metric sums itself, so Lightning's sync_dist advice is moot.
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
@@ -79,6 +83,37 @@ def build_callbacks(callbacks_cfg: Any, trainer_callbacks: Any) -> list[pl_callb
     return out
 
 
+class PreemptionCheckpoint(pl_callbacks.Callback):
+    """In a submitit job, save ``checkpoints/preempted.ckpt`` when the preemption signal
+    (USR2, or ``$SUBMITIT_PREEMPT_SIGNAL``) arrives, then let submitit's handler requeue the job:
+    submitit stays the one owner of requeue. Does nothing outside submitit jobs."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / PREEMPTED_CKPT
+        self.signum = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
+        self.previous: Any = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        previous = signal.getsignal(self.signum)
+        if not callable(previous) or threading.current_thread() is not threading.main_thread():
+            return  # no submitit handler to hand over to
+        self.previous = previous
+
+        def handler(signum: int, frame: Any) -> None:
+            if trainer.global_rank == 0:  # no collective calls inside a signal handler
+                checkpoint = trainer._checkpoint_connector.dump_checkpoint()
+                trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, self.path)
+                log.info("preempted: saved %s (epoch %d)", self.path, trainer.current_epoch)
+            previous(signum, frame)
+
+        signal.signal(self.signum, handler)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(self.signum, self.previous)
+            self.previous = None
+
+
 def build_loggers(logger_cfg: Any, run_dir: Path, cfg: DictConfig | None = None) -> list[Any]:
     """Loggers from the ``logger`` group (``{name: {_target_: ...}}``).
 
@@ -101,7 +136,20 @@ def build_loggers(logger_cfg: Any, run_dir: Path, cfg: DictConfig | None = None)
 
 def _global_rank() -> int:
     """This process's rank from the environment (before the Trainer exists): 0 unless DDP."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name):
+            return int(os.environ[name])
     return int(getattr(rank_zero_only, "rank", 0))
+
+
+def export_submitit_local_ranks() -> None:
+    """submitit's local executor (``hydra/launcher=local``) describes the ranks of a multi-task
+    job in ``SUBMITIT_LOCAL_*`` variables only: export them as torch.distributed's variables,
+    so that Lightning joins the tasks instead of starting processes itself."""
+    if int(os.environ.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1 and "RANK" not in os.environ:
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 def _sweep_name() -> str | None:
@@ -130,11 +178,16 @@ def wandb_kwargs(run_dir: Path, cfg: DictConfig | None) -> dict[str, Any]:
 
 
 def resume_path(run_dir: Path, ckpt_path: str | None) -> str | None:
-    """``ckpt_path`` if set, else the newest checkpoint a previous attempt of this run left:
-    Lightning's ``hpc_ckpt_*.ckpt`` or ``checkpoints/last.ckpt`` (a requeued job resumes)."""
+    """``ckpt_path`` if set, else the newest checkpoint a previous attempt of this run left
+    (a requeued job resumes): ``checkpoints/last.ckpt`` (every epoch end),
+    ``checkpoints/preempted.ckpt`` (``PreemptionCheckpoint``) or Lightning's ``hpc_ckpt_*.ckpt``."""
     if ckpt_path is not None:
         return ckpt_path
-    found = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
+    found = [
+        *run_dir.glob("hpc_ckpt_*.ckpt"),
+        run_dir / "checkpoints" / "last.ckpt",
+        run_dir / PREEMPTED_CKPT,
+    ]
     found = [p for p in found if p.is_file()]
     if not found:
         return None
@@ -162,6 +215,7 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, Any]:
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit a potential as configured, write ``metrics.json`` into ``run_dir`` and return it."""
     start = time.perf_counter()
+    export_submitit_local_ranks()
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.float32_matmul_precision:
@@ -183,7 +237,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     plain_cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
     trainer = L.Trainer(
         **trainer_kwargs(cfg.trainer),
-        callbacks=build_callbacks(cfg.get("callbacks"), cfg.trainer.callbacks),
+        callbacks=[
+            *build_callbacks(cfg.get("callbacks"), cfg.trainer.callbacks),
+            PreemptionCheckpoint(run_dir),
+        ],
         logger=build_loggers(cfg.get("logger"), run_dir, plain_cfg) or False,
     )
     if trainer.global_rank == 0:

@@ -77,3 +77,56 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(
     header = rows[0].split(",")
     val_rows = [r for r in rows[1:] if r.split(",")[header.index("val_loss")]]
     assert len(val_rows) == 2
+
+
+@pytest.mark.slow
+def test_a_sweep_of_ddp_jobs_with_the_basic_launcher(ethanol_store: Path, tmp_path: Path) -> None:
+    """Each job starts its own second rank, in its own directory, not the whole sweep again."""
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        "-m",
+        *TINY,
+        f"datamodule.dataset={ethanol_store}",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "datamodule.split.train=0.1",
+        "trainer.max_epochs=1",
+        "module.model.c_hidden=8,12",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.stdout + done.stderr).count("GLOBAL_RANK: 1, MEMBER: 2/2") == 2
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml"]
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "metrics.json").read_text())["epoch"] == 1
+        assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 ran in this job's dir
+    assert not (tmp_path / "outputs").exists()
+    assert f"sweep {sweep}: 2 of 2 jobs succeeded" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_ddp_job_through_the_local_submitit_launcher(ethanol_store: Path, tmp_path: Path) -> None:
+    """hydra/launcher=local starts both tasks; they join one process group (no re-exec)."""
+    sweep = tmp_path / "sweep"
+    done = run_cli(
+        "-m",
+        "hydra/launcher=local",
+        *TINY,
+        f"datamodule.dataset={ethanol_store}",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "datamodule.split.train=0.1",
+        "trainer.max_epochs=1",
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
+    assert not list((sweep / "0").glob("*ddp_process*"))  # Lightning started no process
+    assert json.loads((sweep / "0" / "metrics.json").read_text())["epoch"] == 1

@@ -23,11 +23,11 @@ BOUND = 0.8  # validation force MAE must be below BOUND x the mean-force baselin
 # model -> (training frames, epochs, learning rate): a few dozen optimiser steps, each short
 # enough for the run to take well under a minute on a loaded 2-core machine.
 RUNS: dict[str, tuple[int, int, float]] = {
-    "mace": (96, 3, 0.01),
+    "mace": (80, 3, 0.01),
     "egnn": (300, 3, 0.005),
-    "nequip": (96, 3, 0.01),
+    "nequip": (128, 3, 0.01),
     "allegro": (160, 3, 0.01),
-    "tensornet": (160, 3, 0.005),
+    "tensornet": (128, 3, 0.005),
     "ani": (300, 4, 0.005),
 }
 
@@ -77,6 +77,10 @@ def test_model_learns_aspirin_forces(
             "datamodule.split.shuffle=false",
             "datamodule.validation.batch_size=50",
             f"module.optimizer.config.lr={lr}",
+            # equal loss weights (energies per atom, forces per component), pinned so that
+            # the calibration above does not move with the defaults
+            "module.y_graph_scalars_loss.weight=1.0",
+            "module.y_node_vector_loss.weight=1.0",
             "module.scheduler.name=null",
             f"trainer.max_epochs={epochs}",
             f"trainer.check_val_every_n_epoch={epochs}",  # validate once, at the end

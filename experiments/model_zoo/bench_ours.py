@@ -38,7 +38,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ase.io
 import lightning as L
@@ -285,35 +285,29 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     backward, Adam; optionally the top operators of ``torch.profiler``."""
     from omegaconf import OmegaConf
 
-    from physicsml.api import compose_config
+    from physicsml.api import Model, compose_config
+    from physicsml.config.schema import DataModuleConfig
     from physicsml.data.datamodule import AtomsDataModule
     from physicsml.lightning.module import PotentialModule
     from physicsml.models.utils import scatter_sum
     from physicsml.train import model_data
 
-    train_atoms, val_atoms, _, _ = read_split(args.data, args.seed, args.max_structures, 0.8)
+    train_atoms, _, _, _ = read_split(args.data, args.seed, args.max_structures, 0.8)
     workdir = Path(tempfile.mkdtemp(prefix=f"ours_profile_{args.model}_"))
-    from physicsml.api import Model
-
     cfg = compose_config(overrides_for(args, train_atoms, workdir), run_dir=workdir / "run")
     with open_dict(cfg):
         cfg.datamodule.dataset = None
         cfg.datamodule.train_data = Model(cfg)._as_source(train_atoms, "train")
-    dm = AtomsDataModule(OmegaConf.to_object(cfg.datamodule), run_dir=workdir)  # type: ignore[arg-type]
+    dm = AtomsDataModule(cast(DataModuleConfig, OmegaConf.to_object(cfg.datamodule)), workdir)
     dm.prepare_data()
     dm.setup("fit")
-    module = PotentialModule(
-        module=OmegaConf.to_container(cfg.module, resolve=True),  # type: ignore[arg-type]
-        data=model_data(dm),
-    )
+    module_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.module, resolve=True))
+    module = PotentialModule(module=module_cfg, data=model_data(dm))
     module.train()
-    loss_fn, (energy_weight, forces_weight) = (
-        torch.nn.MSELoss(),
-        (
-            module.losses["y_graph_scalars"][1],
-            module.losses["y_node_vector"][1],
-        ),
-    )
+    reference = cast(torch.Tensor, module.reference_energies)
+    loss_fn = torch.nn.MSELoss()
+    energy_weight = module.losses["y_graph_scalars"][1]
+    forces_weight = module.losses["y_node_vector"][1]
     opt = torch.optim.Adam(module.parameters(), lr=args.lr)
     phases: dict[str, list[float]] = {
         k: [] for k in ("loader", "forward", "forces", "loss", "backward", "adam", "total")
@@ -325,9 +319,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         t1 = time.perf_counter()
         batch["coordinates"].requires_grad_(True)
         out = module.model(batch)
-        node_energy = (
-            module.energy_scale * out["node_energy"] + module.reference_energies[batch["species"]]
-        )
+        node_energy = module.energy_scale * out["node_energy"] + reference[batch["species"]]
         energy = scatter_sum(node_energy, batch["batch"], batch["ptr"].numel() - 1)
         t2 = time.perf_counter()
         (grad,) = torch.autograd.grad(energy.sum(), batch["coordinates"], create_graph=True)

@@ -3,8 +3,9 @@
 #
 # usage: experiments/model_zoo/run.sh DATA "mace egnn ..." EPOCHS THREADS MAX_STRUCTURES [REPEATS]
 #   e.g. experiments/model_zoo/run.sh ../shared/data/md_xtb/aspirin.extxyz "mace egnn" 5 1 200
-# env: OUT (default /tmp/model_zoo_results), VENV (the peer's venv, default /tmp/peer-physicsml;
-#      install it with VENV=/tmp/peer-physicsml bash ../shared/bench/peer_physicsml/install.sh)
+# env: OUT (default /tmp/model_zoo_results), TAG_SUFFIX (appended to the result names),
+#      VENV (the peer's venv, default /tmp/peer-physicsml; install it with
+#      VENV=/tmp/peer-physicsml bash ../shared/bench/peer_physicsml/install.sh)
 # Both append one JSON line per run to $OUT/all.jsonl; tabulate with
 #   python3 ../shared/bench/peer_physicsml/summarise.py $OUT/all.jsonl
 set -u
@@ -17,7 +18,7 @@ DATA="$(realpath "$1")"; MODELS="$2"; EPOCHS="$3"; THREADS="$4"; MAXS="$5"; REPE
 mkdir -p "$OUT/logs"
 for rep in $(seq 1 "$REPEATS"); do
   for m in $MODELS; do
-    stem="$(basename "${DATA%.*}")_${m}_e${EPOCHS}_t${THREADS}_n${MAXS}_r${rep}"
+    stem="$(basename "${DATA%.*}")_${m}_e${EPOCHS}_t${THREADS}_n${MAXS}_r${rep}${TAG_SUFFIX:-}"
     echo "[$(date +%T)] peer $stem" >&2
     # the peer runs outside the repository, so that our physicsml package does not shadow it
     (cd "$OUT" && "$VENV/bin/python" "$PEER/train_bench.py" --data "$DATA" --model "$m" \

@@ -152,7 +152,9 @@ class ModuleConfig:
 
     model: Any = MISSING  # one of the model schemas (see physicsml.models.registry)
     compute_forces: bool = False
-    y_graph_scalars_loss: LossConfig | None = field(default_factory=LossConfig)
+    # The energy loss compares energies per atom; weight 10 keeps the energy from lagging
+    # behind the forces (per-atom energy errors are ~10x smaller than force errors).
+    y_graph_scalars_loss: LossConfig | None = field(default_factory=lambda: LossConfig(weight=10.0))
     y_node_vector_loss: LossConfig | None = field(default_factory=LossConfig)
     y_node_scalars_loss: LossConfig | None = field(default_factory=LossConfig)
     y_graph_vector_loss: LossConfig | None = field(default_factory=LossConfig)

@@ -78,6 +78,11 @@ class AtomsDataModule(L.LightningDataModule):
             raise ConfigError(f"datamodule.pbc: expected 3 booleans, got {list(config.pbc)}")
         if config.cell is not None and np.asarray(config.cell).shape != (3, 3):
             raise ConfigError("datamodule.cell: expected a 3x3 matrix of cell vectors")
+        if (config.rebatch_every_n_epochs or 0) < 0:
+            raise ConfigError(
+                "datamodule.rebatch_every_n_epochs: expected >= 0 (0: batches drawn once), "
+                f"got {config.rebatch_every_n_epochs}"
+            )
         if config.cut_off <= 0:
             raise ConfigError(f"datamodule.cut_off: must be positive, got {config.cut_off}")
         self.stores: dict[str, AtomsStore] = {}

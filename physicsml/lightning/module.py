@@ -248,17 +248,27 @@ class PotentialModule(L.LightningModule):
             },
         }
 
-    # -- RNG state in checkpoints (resume reproduces dropout etc.) --------------------
+    # -- checkpoint extras: RNG states, and the plateau scheduler's pending step ---------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         np_state = cast(tuple[Any, ...], np.random.get_state())
+        version, internal, gauss = random.getstate()
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
             "numpy_pos": int(np_state[2]),
-            "python": repr(random.getstate()),
+            "python_version": int(version),
+            "python_internal": torch.tensor(internal, dtype=torch.int64),
+            "python_gauss": gauss,
         }
+        # An end-of-epoch checkpoint is written before the epoch's scheduler step, and on
+        # resume Lightning skips that step for ReduceLROnPlateau (the metric is gone): keep it.
+        monitor = (self.module_config.get("scheduler") or {}).get("monitor")
+        value = self.trainer.callback_metrics.get(monitor) if monitor else None
+        if value is not None:
+            checkpoint["plateau_metric"] = float(value)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._plateau_metric = checkpoint.get("plateau_metric")
         states: dict[str, Any] | None = checkpoint.get("rng_states")
         if not states:
             return
@@ -266,5 +276,17 @@ class PotentialModule(L.LightningModule):
         np.random.set_state(
             ("MT19937", states["numpy_keys"].numpy().astype(np.uint32), states["numpy_pos"], 0, 0.0)
         )
-        version, internal, gauss = eval(states["python"])  # noqa: S307 - our own repr of a tuple
-        random.setstate((version, tuple(internal), gauss))
+        internal = tuple(int(x) for x in states["python_internal"].tolist())
+        random.setstate((states["python_version"], internal, states["python_gauss"]))
+
+    def on_train_start(self) -> None:
+        """After a resume, take the plateau scheduler step the checkpoint was written before."""
+        metric = getattr(self, "_plateau_metric", None)
+        self._plateau_metric = None
+        if metric is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            if plateau and scheduler.last_epoch < self.trainer.current_epoch:
+                scheduler.step(metric)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from physicsml.config.schema import BatchConfig, DataModuleConfig, PreBatch, SplitConfig
-from physicsml.data.datamodule import AtomsDataModule
+from physicsml.data.datamodule import AtomsDataModule, ConfigError
 from physicsml.inference import load_module
 from physicsml.train import train
 
@@ -156,16 +156,23 @@ def test_training_and_identical_predictions(
         "datamodule.split.train=0.2",
         "datamodule.split.validation=0.05",
     ]
-    runs = {}
-    for mode in ("in_memory", "on_disk"):
-        cfg = cfg_factory(*small, f"datamodule.pre_batch={mode}", run_dir=tmp_path / mode)
+    runs, metrics = {}, {}
+    for name in ("null", "in_memory", "on_disk"):
+        cfg = cfg_factory(
+            *small,
+            f"datamodule.pre_batch={name}",
+            "datamodule.rebatch_every_n_epochs=1",  # batches equal to the plain loader's
+            run_dir=tmp_path / name,
+        )
         run_dir = Path(cfg.hydra.runtime.output_dir)
-        metrics = train(cfg, run_dir)
-        assert metrics["epoch"] == 2 and np.isfinite(metrics["val_forces_mae"])
+        metrics[name] = train(cfg, run_dir)
+        assert metrics[name]["epoch"] == 2 and np.isfinite(metrics[name]["val_forces_mae"])
         assert len(json.loads((run_dir / "split.json").read_text())["validation"]["indices"]) == 20
-        runs[mode] = run_dir
+        runs[name] = run_dir
+    for key in ("train_loss", "val_loss", "val_energy_mae", "val_forces_mae"):
+        assert metrics["in_memory"][key] == metrics["null"][key] == metrics["on_disk"][key], key
     written = sorted(p.name for p in (tmp_path / "cache" / "prebatch").glob("*/*-r0of1"))
-    assert written == ["eval-r0of1", "train-e0-r0of1"]
+    assert written == ["eval-r0of1", "train-e0-r0of1", "train-e1-r0of1"]
 
     module = load_module(runs["in_memory"])
     outputs = []
@@ -185,3 +192,8 @@ def test_training_and_identical_predictions(
         assert outputs[0].keys() == other.keys()
         for key in outputs[0]:
             assert torch.equal(outputs[0][key], other[key]), key
+
+
+def test_negative_rebatch_schedule_is_a_config_error(ethanol_store: Path, cache: Path) -> None:
+    with pytest.raises(ConfigError, match="rebatch_every_n_epochs"):
+        make_datamodule(ethanol_store, cache, PreBatch.in_memory, rebatch_every_n_epochs=-1)

@@ -121,9 +121,13 @@ def test_a_two_task_ddp_job_matches_one_process_on_the_global_batch(
 
 
 @pytest.mark.slurm
-def test_a_requeued_job_resumes_from_its_checkpoint_in_the_same_run_dir(
-    slurm_cluster: SlurmCluster, ethanol_store: Path, tmp_path: Path
+@pytest.mark.parametrize("interrupt", ["scontrol requeue", "USR2"])
+def test_an_interrupted_job_is_requeued_and_resumes_in_the_same_run_dir(
+    interrupt: str, slurm_cluster: SlurmCluster, ethanol_store: Path, tmp_path: Path
 ) -> None:
+    """``scontrol requeue`` (SIGTERM): the job resumes from the last epoch's checkpoint.
+    USR2 (what SLURM sends before the time limit or on preemption, through submitit):
+    a checkpoint is saved at once and submitit requeues the job, which resumes from it."""
     epochs = 3
     command = sweep_command(
         ethanol_store, tmp_path, slurm_cluster, "datamodule.split.train=0.5",
@@ -131,24 +135,59 @@ def test_a_requeued_job_resumes_from_its_checkpoint_in_the_same_run_dir(
         f"trainer.max_epochs={epochs}",
     )  # fmt: skip
     sweep = tmp_path / "sweep"
-    last = sweep / "0" / "checkpoints" / "last.ckpt"
+    checkpoints = sweep / "0" / "checkpoints"
     with subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:
-        slurm_cluster.wait(lambda: last.is_file() or proc.poll() is not None, 300, "epoch 1")
-        assert proc.poll() is None, "the job ended before it could be requeued"
-        job_id = next((sweep / ".submitit").iterdir()).name
-        slurm_cluster.run("scontrol", "requeue", job_id)
+        slurm_cluster.wait(
+            lambda: (checkpoints / "last.ckpt").is_file() or proc.poll() is not None, 300, "epoch 1"
+        )
+        assert proc.poll() is None, "the job ended before it could be interrupted"
+        job_id = next(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir())
+        if interrupt == "USR2":
+            slurm_cluster.run("scancel", "--signal=USR2", job_id)
+        else:
+            slurm_cluster.run("scontrol", "requeue", job_id)
         out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out[-4000:]
     assert slurm_cluster.job(job_id)["Restarts"] == "1"
 
     log = "\n".join(job_logs(sweep).values())
-    resumed = re.findall(r"resuming from (\S+)", log)
-    assert resumed == [str(last)], log[-4000:]
+    expected = checkpoints / ("preempted.ckpt" if interrupt == "USR2" else "last.ckpt")
+    assert re.findall(r"resuming from (\S+) \(left in the run dir", log) == [str(expected)], log[
+        -4000:
+    ]
     assert "Restored all states from the checkpoint" in log
+    if interrupt == "USR2":
+        assert "preempted: saved" in log and "this job is preempted" in log
     assert log.count(f"epoch 1/{epochs} ") <= 1  # the first epoch was not trained again
     metrics = json.loads((sweep / "0" / "metrics.json").read_text())
     assert metrics["epoch"] == epochs
     assert sorted(p.name for p in sweep.iterdir()) == [".submitit", "0", "multirun.yaml"]
     assert "1 of 1 jobs succeeded" in out
+
+
+@pytest.mark.slurm
+def test_a_plain_srun_ddp_run_writes_one_run_dir_named_by_the_job_id(
+    slurm_cluster: SlurmCluster, ethanol_store: Path, tmp_path: Path
+) -> None:
+    """Without the launcher: ``sbatch --ntasks=2 --wrap 'srun physicsml-train trainer=ddp ...'``;
+    both tasks compose the same run dir (outputs/train/runs/<job id>), whatever their start time."""
+    train_cmd = " ".join(
+        [
+            sys.executable, "-m", "physicsml.cli.train", f"datamodule.dataset={ethanol_store}",
+            f"datamodule.cache_dir={tmp_path / 'cache'}", *TINY, "datamodule.split.train=0.1",
+            "datamodule.split.validation=0.05", "trainer.max_epochs=1", "trainer=ddp",
+            "trainer.devices=2", "trainer.accelerator=cpu",
+        ]
+    )  # fmt: skip
+    job_id = slurm_cluster.run(
+        "sbatch", "--parsable", "--wait", "--ntasks=2", "--ntasks-per-node=2", "--job-name=train",
+        f"--output={tmp_path / 'out.txt'}", f"--chdir={tmp_path}", "--wrap", f"srun {train_cmd}",
+        timeout=300,
+    ).strip()  # fmt: skip
+    log = (tmp_path / "out.txt").read_text()
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log, log[-3000:]
+    runs = tmp_path / "outputs" / "train" / "runs"
+    assert [p.name for p in runs.iterdir()] == [job_id]
+    assert json.loads((runs / job_id / "metrics.json").read_text())["epoch"] == 1
