@@ -100,5 +100,4 @@ def test_model_learns_aspirin_forces(
     baseline = mean_force_baseline(
         aspirin_store, slice(0, num_train), slice(num_train, num_train + NUM_VAL)
     )
-    print("CAL", model, metrics["val_forces_mae"], baseline, metrics["val_forces_mae"] / baseline)
     assert metrics["val_forces_mae"] < BOUND * baseline, (metrics["val_forces_mae"], baseline)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,16 @@ TINY = [
     "logger=many",
 ]
 SECRET = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _flushed(path: Path, marker: bytes, timeout: float = 60.0) -> bytes:
+    """The file's bytes once ``marker`` is in them (wandb's service may still be writing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = path.read_bytes()
+        if marker in data or time.monotonic() > deadline:
+            return data
+        time.sleep(0.5)
 
 
 def test_csv_tensorboard_and_offline_wandb_with_a_resumed_run(
@@ -36,7 +47,7 @@ def test_csv_tensorboard_and_offline_wandb_with_a_resumed_run(
     offline = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(offline) == 1
     # wandb 0.31 keeps an offline run's config and history in its run-<id>.wandb records
-    record = (offline[0] / f"run-{run_id}.wandb").read_bytes()
+    record = _flushed(offline[0] / f"run-{run_id}.wandb", b"val_energy_mae")
     assert b'"c_hidden":8' in record and b'"max_epochs":1' in record  # the resolved config
     for key in (b"val_loss", b"val_forces_mae", b"val_energy_mae", b"train_loss"):
         assert key + b"\x82" in record, key  # a logged value (protobuf field 16 follows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def _run(cfg: DictConfig) -> float | None:
         # one failed job must not stop the sweep: record it, the summary reports it
         log.exception("job %s failed: %s", hydra_cfg.job.num, exc)
         (run_dir / report.ERROR_FILE).write_text(f"{type(exc).__name__}: {one_line(exc)}\n")
-        return float("nan")
+        return None  # a failed trial for Optuna's sweeper
     finally:
         # Lightning's DDP launcher leaves its process group and LOCAL_RANK, MASTER_PORT... behind:
         # the next job of a sweep in this process must start its own ranks again
@@ -91,8 +92,13 @@ def _run(cfg: DictConfig) -> float | None:
     )
     print(f"physicsml-train: done after {metrics['epoch']} epochs: {summary}")
     print(f"physicsml-train: run directory {run_dir}")
-    value: Any = metrics.get("val_loss")
-    return float(value) if value is not None else None
+    # what a sweeper (hparams_search=optuna) minimises; None (not NaN, which stops Optuna's
+    # sweeper) makes a diverged run or a missing metric a failed trial
+    value: Any = metrics.get(cfg.optimized_metric)
+    if value is None:
+        log.warning("optimized_metric %s is not one of %s", cfg.optimized_metric, sorted(metrics))
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _as_single_run(hydra_cfg: Any) -> None:

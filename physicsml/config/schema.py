@@ -184,3 +184,6 @@ class TrainConfig:
     ckpt_path: str | None = None
     test: bool = False
     float32_matmul_precision: str | None = None
+    # The metric (a key of metrics.json) that a run returns to a sweeper, e.g. Optuna's in
+    # hparams_search=optuna, which minimises it: val_loss, val_forces_mae, val_energy_mae...
+    optimized_metric: str = "val_loss"
