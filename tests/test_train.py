@@ -71,6 +71,10 @@ def test_resume_gives_the_same_weights(cfg_factory, tmp_path: Path) -> None:
     assert a["lr_schedulers"][0]["last_epoch"] >= 3  # the scheduler really stepped
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    (opt_a,), (opt_b,) = a["optimizer_states"], b["optimizer_states"]
+    for index, state in opt_a["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(opt_b["state"][index][name], value, rtol=0, atol=0)
     mid = torch.load(ckpt, weights_only=True)
     assert any(not torch.equal(mid["state_dict"][k], v) for k, v in a["state_dict"].items()), (
         "the resumed epochs changed nothing"
