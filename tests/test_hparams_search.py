@@ -12,6 +12,20 @@ import yaml
 from tests.test_ddp import run_cli
 
 
+def tiny_run(store: Path, tmp_path: Path) -> list[str]:
+    """Overrides for a one-epoch run of a one-layer model on a small ethanol subset."""
+    return [
+        f"datamodule.dataset={store}",
+        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "datamodule.split.train=0.1",
+        "datamodule.split.validation=0.05",
+        "module.model.num_layers=1",
+    ]
+
+
 def test_optuna_search_minimises_the_named_metric(ethanol_store: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     done = run_cli(
@@ -22,14 +36,7 @@ def test_optuna_search_minimises_the_named_metric(ethanol_store: Path, tmp_path:
         "hydra.sweeper.params={module.model.c_hidden:'choice(8, 12)',"
         "module.optimizer.config.lr:'tag(log, interval(1e-3, 1e-2))'}",
         "optimized_metric=val_forces_mae",
-        f"datamodule.dataset={ethanol_store}",
-        f"datamodule.cache_dir={tmp_path / 'cache'}",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "datamodule.split.train=0.1",
-        "datamodule.split.validation=0.05",
-        "module.model.num_layers=1",
+        *tiny_run(ethanol_store, tmp_path),
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
@@ -68,14 +75,7 @@ def test_a_failed_trial_does_not_stop_the_search(ethanol_store: Path, tmp_path: 
         # the preset's keys (params is a struct): lr < 0 makes the optimizer raise
         "hydra.sweeper.params={module.model.c_hidden:'8',"
         "module.optimizer.config.lr:'choice(-1.0, 0.001)'}",
-        f"datamodule.dataset={ethanol_store}",
-        f"datamodule.cache_dir={tmp_path / 'cache'}",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        "datamodule.split.train=0.1",
-        "datamodule.split.validation=0.05",
-        "module.model.num_layers=1",
+        *tiny_run(ethanol_store, tmp_path),
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )

@@ -223,7 +223,11 @@ def report(path: Path, out_dir: Path | None = None, plots: bool = True) -> str:
         plot_learning_curves(jobs, labels, out_dir / "learning_curves.png")
         for job, label in zip(jobs, labels, strict=True):
             if job.ok and (job.dir / "split.json").is_file():
-                pairs = validation_predictions(job.dir)
+                try:
+                    pairs = validation_predictions(job.dir)
+                except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                    print(f"physicsml-report: no parity plot for {job.dir}: {exc}".split("\n")[0])
+                    continue
                 plot_parity(pairs, label, out_dir / f"parity_{job.dir.name}.png")
         (out_dir / "table.md").write_text(table + "\n")
     return table

@@ -30,6 +30,18 @@ def species_lookup(elements: Sequence[int]) -> np.ndarray:
     return lookup
 
 
+def species_of(numbers: np.ndarray, lookup: np.ndarray) -> np.ndarray:
+    """Element indices of ``numbers``; an element outside the model's list is an error."""
+    species = lookup[numbers]
+    if (species < 0).any():
+        missing = sorted(set(numbers[species < 0].tolist()))
+        raise ValueError(
+            f"atomic numbers {missing} are not in the model's element list "
+            f"{np.flatnonzero(lookup >= 0).tolist()}"
+        )
+    return species
+
+
 def collate(
     structures: Sequence[Structure],
     lookup: np.ndarray,
@@ -41,13 +53,7 @@ def collate(
     ptr = np.zeros(len(structures) + 1, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
     numbers = np.concatenate([s["numbers"] for s in structures]).astype(np.int64)
-    species = lookup[numbers]
-    if (species < 0).any():
-        missing = sorted(set(numbers[species < 0].tolist()))
-        raise ValueError(
-            f"atomic numbers {missing} are not in the model's element list "
-            f"{np.flatnonzero(lookup >= 0).tolist()}"
-        )
+    species = species_of(numbers, lookup)
     cells = np.stack([np.asarray(s["cell"], dtype=np.float64).reshape(3, 3) for s in structures])
     edge_index = np.concatenate(
         [s["edge_index"] + ptr[g] for g, s in enumerate(structures)], axis=1

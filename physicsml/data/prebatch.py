@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
 from physicsml.data.dataset import StructureDataset
-from physicsml.data.graph import GRAPH_KEYS, NODE_KEYS
+from physicsml.data.graph import GRAPH_KEYS, NODE_KEYS, species_of
 from physicsml.data.sampler import EpochSampler
 from physicsml.data.store import FLUSH_ATOMS, AtomsStore, _locked, _remove
 
@@ -116,13 +116,7 @@ def assemble(
     ptr = np.zeros(num + 1, dtype=np.int64)
     np.cumsum(counts, out=ptr[1:])
     numbers = parts["numbers"].astype(np.int64)
-    species = lookup[numbers]
-    if (species < 0).any():
-        missing = sorted(set(numbers[species < 0].tolist()))
-        raise ValueError(
-            f"atomic numbers {missing} are not in the model's element list "
-            f"{np.flatnonzero(lookup >= 0).tolist()}"
-        )
+    species = species_of(numbers, lookup)
     cells = parts["cell"].astype(np.float64)
     edge_graph = np.repeat(np.arange(num), parts["edge_counts"].astype(np.int64))
     edge_index = parts["edge_index"].T.astype(np.int64) + ptr[edge_graph]
