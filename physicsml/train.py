@@ -34,6 +34,8 @@ PREEMPTED_CKPT = "checkpoints/preempted.ckpt"
 
 # PotentialModule all-reduces its metric sums itself, so Lightning's sync_dist advice is moot.
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+# Lightning 2.6 calls a pytree API that torch 2.13 deprecates; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:

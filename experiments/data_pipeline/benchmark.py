@@ -8,11 +8,14 @@ training loader for ``pre_batch`` None / in_memory / on_disk with 0 and 2 worker
 includes building the pre-batches and starting the workers; "later" is the mean of the
 other epochs). Everything is written into a fresh temporary folder.
 
-    python experiments/data_pipeline/benchmark.py --memory 10000 100000
+    python experiments/data_pipeline/benchmark.py --memory 10000 100000 [--work DIR]
 
 instead measures, for stores of that many structures (ethanol frames replicated with a
-0.01 Å jitter, synthetic labels), the resident memory after ``setup`` and the peak growth of
-resident memory during one on_disk training epoch, each size in a fresh process.
+0.01 Å jitter, synthetic labels; kept in ``DIR`` and reused when given), the memory of an
+on_disk training run, twice, each in a fresh process: a first run that builds the neighbour
+lists, the statistics and the pre-batches, and a second run that reuses the caches. Each
+reports the resident memory after ``setup``, the peak resident memory of the whole process
+(setup, building epoch 0, and epoch 1), the peak growth during epoch 1 and its time.
 
     python experiments/data_pipeline/benchmark.py --steps 30 --datasets aspirin
 
@@ -24,6 +27,7 @@ profiler: ``train_dataloader_next`` against ``run_training_batch``, first step l
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,12 +117,12 @@ def _rss_mib(field: str) -> float:
     raise KeyError(field)
 
 
-def epoch_memory(num: int, work: Path, workers: int, batch_size: int) -> None:
-    """Print RSS after setup and the peak RSS growth of one on_disk epoch (one process)."""
-    store = replicated_store(work / f"rep{num}.zarr", num)
+def epoch_memory(store: Path, cache: Path, workers: int, batch_size: int) -> str:
+    """One on_disk run over ``store`` in this process: a row of the memory table."""
+    start = time.perf_counter()
     config = DataModuleConfig(
-        dataset=str(store.path),
-        cache_dir=str(work / "cache"),
+        dataset=str(store),
+        cache_dir=str(cache),
         pre_batch=PreBatch.on_disk,
         num_workers=workers,
         split=SplitConfig(train=1.0, validation=0.0),
@@ -129,20 +133,40 @@ def epoch_memory(num: int, work: Path, workers: int, batch_size: int) -> None:
     datamodule = AtomsDataModule(config)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    setup = _rss_mib("VmRSS")
     loader = datamodule.train_dataloader()
     loader.sampler.set_epoch(0)  # type: ignore[attr-defined]
     iter(loader)  # builds the composition
-    setup = _rss_mib("VmRSS")
+    ready = time.perf_counter() - start
+    before = _rss_mib("VmRSS")
+    peak = _rss_mib("VmHWM")
     loader.sampler.set_epoch(1)  # type: ignore[attr-defined]
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM)
     start = time.perf_counter()
     batches = sum(1 for _ in loader)
     seconds = time.perf_counter() - start
-    growth = _rss_mib("VmHWM") - setup
-    print(
-        f"| {num} | {workers} | {batches} | {setup:.0f} | {growth:.1f} | {seconds:.1f} |",
-        flush=True,
-    )
+    growth = _rss_mib("VmHWM") - before
+    peak = max(peak, _rss_mib("VmHWM"))
+    return f"{batches} | {setup:.0f} | {peak:.0f} | {growth:.1f} | {ready:.1f} | {seconds:.1f}"
+
+
+def memory_table(sizes: list[int], work: Path, workers: int, batch_size: int) -> None:
+    """Print the memory table: per size a first and a second run, each in a fresh process."""
+    print("| structures | run | batches | RSS after setup MiB | peak RSS MiB ", end="")
+    print("| epoch RSS growth MiB | setup + epoch 0 s | epoch s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for num in sizes:
+        store = work / f"rep{num}.zarr"
+        child = [sys.executable, __file__, "--memory", str(num), "--work", str(work)]
+        if not store.exists():
+            subprocess.run([*child, "--child", "store"], check=True)
+        shutil.rmtree(store / "neighbours", ignore_errors=True)
+        shutil.rmtree(work / f"cache{num}", ignore_errors=True)
+        child += ["--workers", str(workers), "--batch-size", str(batch_size)]
+        for run in ("first", "second"):
+            done = subprocess.run([*child, "--child", "run"], check=True, stdout=subprocess.PIPE)
+            row = done.stdout.decode().strip().splitlines()[-1]
+            print(f"| {num} | {run} | {row} |", flush=True)
 
 
 def step_wait(store: Path, work: Path, pre_batch: PreBatch | None, workers: int, args) -> float:
@@ -198,11 +222,16 @@ def main() -> None:
     parser.add_argument("--memory", type=int, nargs="+", help="store sizes for the RSS test")
     parser.add_argument("--workers", type=int, default=0, help="num_workers of the RSS test")
     parser.add_argument("--steps", type=int, default=0, help="training steps for the wait test")
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help="folder keeping the RSS test's stores")
+    parser.add_argument("--child", choices=["store", "run"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.child is not None:
-        epoch_memory(args.memory[0], args.child, args.workers, args.batch_size)
+    if args.child == "store":
+        replicated_store(args.work / f"rep{args.memory[0]}.zarr", args.memory[0])
+        return
+    if args.child == "run":
+        store, cache = args.work / f"rep{args.memory[0]}.zarr", args.work / f"cache{args.memory[0]}"
+        print(epoch_memory(store, cache, args.workers, args.batch_size))
         return
     if args.steps:
         print("| data | pre_batch | workers | waiting for data, % of a MACE training step |")
@@ -214,17 +243,12 @@ def main() -> None:
                     fraction = step_wait(store, Path(tmp), pre_batch, workers, args)
                     print(f"| {name} | {label} | {workers} | {fraction * 100:.2f} |", flush=True)
         return
+    if args.memory and args.work is not None:
+        memory_table(args.memory, args.work, args.workers, args.batch_size)
+        return
     if args.memory:
-        print(
-            "| structures | workers | batches | RSS after setup MiB | epoch RSS growth MiB |",
-            end="",
-        )
-        print(" epoch s |\n|---|---|---|---|---|---|")
-        for num in args.memory:
-            with tempfile.TemporaryDirectory() as tmp:
-                command = [sys.executable, __file__, "--child", tmp, "--memory", str(num)]
-                command += ["--workers", str(args.workers), "--batch-size", str(args.batch_size)]
-                subprocess.run(command, check=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            memory_table(args.memory, Path(tmp), args.workers, args.batch_size)
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

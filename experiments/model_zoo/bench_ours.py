@@ -184,7 +184,8 @@ def overrides_for(args: argparse.Namespace, train_atoms: list[Any], workdir: Pat
         f"module.y_graph_scalars_loss.weight={args.energy_weight * n2}",
         f"module.y_node_vector_loss.weight={args.forces_weight}",
         f"trainer.max_epochs={args.epochs}",
-        "trainer.precision=32",
+        f"trainer.precision={args.precision}",
+        f"trainer.accelerator={args.accelerator}",
         "trainer.enable_checkpointing=false",
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
@@ -212,6 +213,16 @@ def errors(predicted: dict[str, list[np.ndarray]], atoms: list[Any]) -> dict[str
     }
 
 
+def gpu_figures() -> dict[str, Any]:
+    """The GPU's name and peak allocated memory, when training ran on one."""
+    if not torch.cuda.is_available():
+        return {}
+    return {
+        "gpu": torch.cuda.get_device_name(),
+        "peak_gpu_mem_mb": torch.cuda.max_memory_allocated() / 2**20,
+    }
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     """One training run; the result dict with the peer's keys."""
     from physicsml.api import Model
@@ -229,6 +240,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     fit_start = time.perf_counter()
     model.train(train_atoms, val_atoms)
     train_call_s = time.perf_counter() - fit_start
+    gpu = gpu_figures()  # before prediction, so that the peak memory is training's
     timer = EpochTimer.instances[-1]
     assert timer.train_start is not None
     setup_s = load_s + timer.train_start - fit_start
@@ -271,6 +283,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "metrics": metrics,
         "per_epoch": epochs,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "precision": args.precision,
+        "accelerator": args.accelerator,
+        **gpu,
         "wall_s": time.perf_counter() - start,
         "split": {"train_idx": train_idx.tolist(), "val_idx": val_idx.tolist()},
         "workdir": str(workdir),
@@ -382,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--energy-weight", type=float, default=1.0)
     p.add_argument("--forces-weight", type=float, default=10.0)
+    p.add_argument("--precision", default="32", help="trainer.precision, e.g. 32, bf16-mixed")
+    p.add_argument("--accelerator", default="cpu", help="trainer.accelerator: cpu or gpu")
     p.add_argument("--tag", default=None)
     p.add_argument("--out-dir", default=None, help="also append the JSON line to DIR/all.jsonl")
     p.add_argument("--steps", type=int, default=20, help="profile: training steps to time")

@@ -166,7 +166,6 @@ class ModuleConfig:
     # from the training split, unless given here.
     energy_scale: float | None = None
     reference_energies: dict[int, float] | None = None
-    compile: bool = False
 
 
 @dataclass

@@ -28,7 +28,7 @@ from physicsml.data.prebatch import (
 from physicsml.data.sampler import EpochSampler
 from physicsml.data.sources import open_source
 from physicsml.data.statistics import DataStatistics, compute_statistics
-from physicsml.data.store import AtomsStore, StoreData
+from physicsml.data.store import AtomsStore, NeighbourTable, StoreData
 
 SPLITS = ("train", "validation", "test", "predict")
 
@@ -114,7 +114,7 @@ class AtomsDataModule(L.LightningDataModule):
         """Ingest non-store inputs into the cache and build neighbour lists (once, cached)."""
         for path in self._all_paths():
             store = open_source(path, self.config.cache_dir)
-            self._neighbours(store)
+            self._neighbours(store, lazy=True)
 
     def _all_paths(self) -> list[str]:
         paths = list(self._sources().values())
@@ -122,18 +122,23 @@ class AtomsDataModule(L.LightningDataModule):
             paths.append(self.config.dataset)
         return paths
 
-    def _neighbours(self, store: AtomsStore):  # noqa: ANN202 - NeighbourTable
+    def _neighbours(self, store: AtomsStore, lazy: bool) -> NeighbourTable:
         cfg = self.config
         return store.neighbours(
             cut_off=cfg.cut_off,
             pbc=None if cfg.pbc is None else list(cfg.pbc),
             cell=None if cfg.cell is None else [list(r) for r in cfg.cell],
             self_interaction=cfg.self_interaction,
+            lazy=lazy,
         )
 
     # -- setup ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
-        """Open the stores, split, validate the targets and compute training statistics."""
+        """Open the stores, split, validate the targets and compute training statistics.
+
+        The stores and neighbour lists are read into memory, except with ``pre_batch:
+        on_disk``: then they stay on disk and are streamed block by block.
+        """
         if self.datasets:
             return
         cfg = self.config
@@ -150,11 +155,14 @@ class AtomsDataModule(L.LightningDataModule):
                 "no data: set datamodule.dataset (one store, split by datamodule.split) or "
                 "datamodule.train_data / validation_data / test_data / predict_data"
             )
-        loaded: dict[str, tuple[AtomsStore, StoreData, Any]] = {}
+        # on_disk batches are built block by block from the stores, left on disk
+        lazy = cfg.pre_batch == PreBatch.on_disk
+        loaded: dict[str, tuple[AtomsStore, StoreData, NeighbourTable]] = {}
         for name, (path, chosen) in split_of.items():
             if path not in loaded:
                 store = open_source(path, cfg.cache_dir)
-                loaded[path] = (store, store.load(), self._neighbours(store))
+                data = store.open_arrays() if lazy else store.load()
+                loaded[path] = (store, data, self._neighbours(store, lazy))
             store, data, table = loaded[path]
             self._check_targets(store, with_targets=name != "predict")
             self.stores[name] = store
@@ -262,17 +270,18 @@ class AtomsDataModule(L.LightningDataModule):
         if self.run_dir is None or (self.trainer is not None and self.trainer.global_rank != 0):
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        record = {
-            name: {
-                "source": str(path),
-                "store": str(self.stores[name].path),
-                "indices": self.indices[name].tolist(),
-            }
-            for name, (path, _) in split_of.items()
-        }
-        record["seed"] = self.config.split.seed  # type: ignore[assignment]
         tmp = self.run_dir / "split.json.tmp"
-        tmp.write_text(json.dumps(record))
+        with open(tmp, "w") as handle:  # indices in chunks: no Python list of a whole split
+            handle.write("{")
+            for name, (path, _) in split_of.items():
+                head = {"source": str(path), "store": str(self.stores[name].path)}
+                handle.write(f'{json.dumps(name)}: {json.dumps(head)[:-1]}, "indices": [')
+                indices = self.indices[name]
+                for start in range(0, len(indices), 65536):
+                    chunk = indices[start : start + 65536].tolist()
+                    handle.write(("," if start else "") + ",".join(map(str, chunk)))
+                handle.write("]}, ")
+            handle.write(f'"seed": {json.dumps(self.config.split.seed)}}}')
         tmp.replace(self.run_dir / "split.json")
 
     # -- loaders -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ase import units as ase_units
 from ase.data import atomic_numbers, chemical_symbols
 from tqdm.auto import tqdm
 
+from physicsml.data.extxyz import UnsupportedExtxyz, read_extxyz
 from physicsml.data.store import AtomsStore, Frame, write_store
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ STRUCTURE_RESULTS = {"energy", "free_energy", "stress", "dipole", "magmom"}
 VOIGT_TO_3X3 = np.array([[0, 5, 4], [5, 1, 3], [4, 3, 2]])
 """Index that turns Voigt ``[xx, yy, zz, yz, xz, xy]`` into a symmetric 3x3 matrix."""
 
+EXTXYZ_SUFFIXES = (".extxyz", ".xyz")
+"""Files that ``physicsml.data.extxyz`` reads (falling back to ``ase.io`` where it cannot)."""
 ANI_ENERGY_KEY = "wb97x_dz.energy"
 ANI_FORCES_KEY = "wb97x_dz.forces"
 
@@ -88,19 +91,40 @@ class IngestReport:
 
 
 def _numeric(value: np.ndarray) -> bool:
-    return value.dtype != bool and (
-        np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)
-    )
+    return value.dtype.kind in "iuf"  # integers and floats; not bool, complex, str or object
 
 
 def atoms_to_frame(atoms: Any) -> Frame:
     """Frame of an ``ase.Atoms`` with its labels: ``atoms.calc.results`` plus numeric
     ``atoms.arrays`` and ``atoms.info`` entries (as float64), under their own names.
     Voigt stresses become 3x3 matrices."""
-    n = len(atoms)
+    results = atoms.calc.results if atoms.calc is not None else {}
+    arrays = {k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")}
+    return frame_from_parts(
+        len(atoms),
+        atoms.numbers,
+        atoms.positions,
+        atoms.cell.array,
+        atoms.pbc,
+        results,
+        arrays,
+        atoms.info,
+    )
+
+
+def frame_from_parts(
+    n: int,
+    numbers: Any,
+    positions: Any,
+    cell: Any,
+    pbc: Any,
+    results: dict[str, Any],
+    arrays: dict[str, Any],
+    info: dict[str, Any],
+) -> Frame:
+    """Frame of a structure given as ``ase.Atoms`` holds it (see ``atoms_to_frame``)."""
     atom_props: dict[str, np.ndarray] = {}
     structure_props: dict[str, np.ndarray] = {}
-    results = atoms.calc.results if atoms.calc is not None else {}
     for name, raw in results.items():
         value = np.asarray(raw)
         if not _numeric(value):
@@ -111,20 +135,20 @@ def atoms_to_frame(atoms: Any) -> Frame:
             name not in STRUCTURE_RESULTS and value.ndim >= 1 and value.shape[0] == n
         )
         (atom_props if per_atom else structure_props)[name] = value
-    for name, raw in atoms.arrays.items():
+    for name, raw in arrays.items():
         value = np.asarray(raw)
-        if name not in ("numbers", "positions") and _numeric(value):
+        if _numeric(value):
             atom_props.setdefault(name, value)
-    for name, raw in atoms.info.items():
+    for name, raw in info.items():
         value = np.asarray(raw)
         if _numeric(value) and name not in atom_props:
             # Float: a value written as "300" in one comment line may be "300.5" in the next.
             structure_props.setdefault(name, value.astype(np.float64))
     return Frame(
-        positions=np.asarray(atoms.positions, dtype=np.float64),
-        numbers=np.asarray(atoms.numbers, dtype=np.int64),
-        cell=np.asarray(atoms.cell.array, dtype=np.float64),
-        pbc=np.asarray(atoms.pbc, dtype=bool),
+        positions=np.asarray(positions, dtype=np.float64),
+        numbers=np.asarray(numbers, dtype=np.int64),
+        cell=np.asarray(cell, dtype=np.float64),
+        pbc=np.asarray(pbc, dtype=bool),
         atom_props=atom_props,
         structure_props=structure_props,
     )
@@ -212,7 +236,7 @@ def _guarded(frames: Iterable[Frame], path: Path) -> Iterator[Frame]:
             frame = next(iterator)
         except StopIteration:
             return
-        except IngestError:
+        except (IngestError, UnsupportedExtxyz):
             raise
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
@@ -286,19 +310,20 @@ def ingest(
             "forces_key": h5_forces_key,
         }
     else:
-        frames = _ase_frames(source_path, format, index)
+        fast = index == ":" and (
+            format == "extxyz" or (format is None and source_path.suffix in EXTXYZ_SUFFIXES)
+        )
+        frames = read_extxyz(source_path) if fast else _ase_frames(source_path, format, index)
         source |= {
             "sha256": _sha256(source_path),
-            "reader": f"ase.io:{format or 'auto'}",
+            "reader": "physicsml.extxyz" if fast else f"ase.io:{format or 'auto'}",
             "index": index,
         }
     energy_unit = energy_unit or default_energy
     length_unit = length_unit or "Å"
     units = {name: unit for name, (_, _, unit) in KNOWN_LABELS.items()}
     units |= {"length": "Å", "source_energy": energy_unit, "source_length": length_unit}
-    frames = _convert(
-        _guarded(frames, source_path), ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
-    )
+    energy_factor, length_factor = ENERGY_UNITS[energy_unit], LENGTH_UNITS[length_unit]
     skipped = 0
 
     def on_bad(frame: int, problem: str) -> None:
@@ -310,23 +335,32 @@ def ingest(
         skipped += 1
         log.warning("%s: skipping frame %d: %s", source_path, frame, problem)
 
-    start = time.perf_counter()
-    bar = tqdm(
-        frames,
-        desc=f"ingesting {source_path.name}",
-        unit=" frames",
-        disable=not progress,
-        mininterval=1.0,
-        delay=2.0,
-    )
-    try:
-        store = write_store(
-            output, bar, source=source, units=units, overwrite=overwrite, on_bad=on_bad
+    def write(frames: Iterable[Frame]) -> AtomsStore:
+        bar = tqdm(
+            _convert(_guarded(frames, source_path), energy_factor, length_factor),
+            desc=f"ingesting {source_path.name}",
+            unit=" frames",
+            disable=not progress,
+            mininterval=1.0,
+            delay=2.0,
         )
-    except IngestError:
-        raise
-    except ValueError as error:
-        raise IngestError(f"{source_path}: {error}") from error
-    finally:
-        bar.close()
+        try:
+            return write_store(
+                output, bar, source=source, units=units, overwrite=overwrite, on_bad=on_bad
+            )
+        except (IngestError, UnsupportedExtxyz):
+            raise
+        except ValueError as error:
+            raise IngestError(f"{source_path}: {error}") from error
+        finally:
+            bar.close()
+
+    start = time.perf_counter()
+    try:
+        store = write(frames)
+    except UnsupportedExtxyz as reason:
+        log.info("%s: reading with ase.io (%s)", source_path, reason)
+        skipped = 0
+        source["reader"] = f"ase.io:{format or 'auto'}"
+        store = write(_ase_frames(source_path, format, index))
     return IngestReport(store, skipped, time.perf_counter() - start)

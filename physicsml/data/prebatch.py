@@ -32,13 +32,22 @@ from torch.utils.data import Dataset, DistributedSampler
 from physicsml.data.dataset import StructureDataset
 from physicsml.data.graph import GRAPH_KEYS, NODE_KEYS, species_of
 from physicsml.data.sampler import EpochSampler
-from physicsml.data.store import FLUSH_ATOMS, AtomsStore, _locked, _remove
+from physicsml.data.store import (
+    AtomsStore,
+    _locked,
+    _remove,
+    ranges,
+    structure_blocks,
+)
 
 log = logging.getLogger(__name__)
 
 PREBATCH_VERSION = 1
 """Bump when the on-disk layout or the batching changes so that old caches are not reused."""
 CHUNK_BYTES = 2**18
+WRITE_ATOMS = 2**16
+"""Atoms gathered and packed at a time while writing a composition: this, not the number of
+structures, sets the memory of the run that builds it."""
 """Target size of one on-disk chunk (256 KiB): a batch read touches one or two chunks."""
 
 ATOM_ARRAYS = ("positions", "numbers", *NODE_KEYS)
@@ -53,14 +62,6 @@ BatchKey = tuple[str, int]
 """``(composition name, batch number)``: what a pre-batched loader's sampler yields."""
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + c)`` for every ``(s, c)``."""
-    ends = np.cumsum(counts)
-    return np.repeat(starts - (ends - counts), counts) + np.arange(
-        int(ends[-1]) if len(ends) else 0
-    )
-
-
 def gather(dataset: StructureDataset, items: np.ndarray) -> dict[str, np.ndarray]:
     """Arrays of dataset items ``items`` concatenated in that order (vectorised ``__getitem__``).
 
@@ -73,8 +74,8 @@ def gather(dataset: StructureDataset, items: np.ndarray) -> dict[str, np.ndarray
     num = len(keys)
     counts = data.offsets[keys + 1] - data.offsets[keys]
     edge_counts = table.offsets[keys + 1] - table.offsets[keys]
-    atoms = _ranges(data.offsets[keys], counts)
-    edges = _ranges(table.offsets[keys], edge_counts)
+    atoms = ranges(data.offsets[keys], counts)
+    edges = ranges(table.offsets[keys], edge_counts)
     out = {
         "positions": data.positions[atoms],
         "numbers": data.numbers[atoms],
@@ -245,7 +246,7 @@ class PrebatchSampler(DistributedSampler):
     def __iter__(self) -> Iterator[BatchKey]:  # type: ignore[override]
         name = self.plan.name(self.epoch)
         self.prepare(name, self.plan.items(self.epoch))
-        return iter([(name, int(b)) for b in self.plan.batch_order(self.epoch)])
+        return ((name, int(b)) for b in self.plan.batch_order(self.epoch))
 
     def __len__(self) -> int:
         return self.plan.num_batches
@@ -331,16 +332,16 @@ def write_batches(
         try:
             root = zarr.open_group(tmp, mode="w", zarr_format=3)
             mean_atoms = dataset.data.offsets[-1] / max(len(dataset.data.offsets) - 1, 1)
-            block = max(1, int(FLUSH_ATOMS / max(mean_atoms, 1)) // batch_size) * batch_size
+            block = max(1, int(WRITE_ATOMS / max(mean_atoms, 1)) // batch_size) * batch_size
             counts, edge_counts = [], []
             layout: dict[str, Layout] = {}
-            for start in range(0, len(items), block):
-                parts = gather(dataset, items[start : start + block])
+            for parts in _blocks_in_order(dataset, items, block, tmp / "staging"):
                 counts.append(parts["counts"])
                 edge_counts.append(parts["edge_counts"])
                 for level in LEVELS:
                     packed, layout[level] = _pack(parts, level)
                     _append(root, level, packed)
+            _remove(tmp / "staging")
             slices = batch_slices(
                 {"counts": np.concatenate(counts), "edge_counts": np.concatenate(edge_counts)},
                 batch_size,
@@ -356,6 +357,63 @@ def write_batches(
             _remove(tmp)
             raise
     log.info("pre-batched %d structures into %s", len(items), path)
+
+
+def _blocks_in_order(
+    dataset: StructureDataset, items: np.ndarray, block: int, staging: Path
+) -> Iterator[dict[str, np.ndarray]]:
+    """``gather`` of ``items[start : start + block]`` for every ``start``, in order.
+
+    A dataset whose arrays are on disk (zarr) is not read at random, which would decompress
+    the whole store for every block of a shuffled composition, but in two passes: the items
+    are gathered in store order, block by block, and appended to one staging file per output
+    block; then each output block is read back and put in composition order.
+    """
+    if isinstance(dataset.data.positions, np.ndarray):
+        for start in range(0, len(items), block):
+            yield gather(dataset, items[start : start + block])
+        return
+    staging.mkdir()
+    by_key = np.argsort(dataset.indices[items], kind="stable")  # positions in items
+    counts = (
+        dataset.data.offsets[dataset.indices[items] + 1]
+        - dataset.data.offsets[dataset.indices[items]]
+    )
+    layout: dict[str, Layout] = {}
+    for p0, p1 in structure_blocks(_offsets(counts[by_key]), WRITE_ATOMS):
+        positions = by_key[p0:p1]
+        parts = gather(dataset, items[positions])
+        for b in np.unique(positions // block):
+            chosen = np.flatnonzero(positions // block == b)
+            with open(staging / f"{b}.positions", "ab") as handle:
+                handle.write(positions[chosen].tobytes())
+            for level in LEVELS:
+                packed, layout[level] = _pack(_take(parts, chosen), level)
+                with open(staging / f"{b}.{level}", "ab") as handle:
+                    handle.write(packed.tobytes())
+    for b in range(-(-len(items) // block)):
+        parts = {}
+        for level in LEVELS:
+            dtype = EDGE_DTYPE if level == "edges" else np.dtype(np.float64)
+            packed = np.fromfile(staging / f"{b}.{level}", dtype=dtype)
+            width = sum(int(np.prod(shape, dtype=np.int64)) for _, _, shape, _ in layout[level])
+            parts.update(_unpack(packed.reshape(-1, width), layout[level]))
+        order = np.argsort(np.fromfile(staging / f"{b}.positions", dtype=np.int64))
+        yield _take(parts, order)
+        for name in ("positions", *LEVELS):
+            (staging / f"{b}.{name}").unlink()
+
+
+def _take(parts: dict[str, np.ndarray], structures: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``gather`` arrays of ``parts``' structures ``structures``, in that order."""
+    rows = {
+        "atoms": ranges(_offsets(parts["counts"])[structures], parts["counts"][structures]),
+        "edges": ranges(
+            _offsets(parts["edge_counts"])[structures], parts["edge_counts"][structures]
+        ),
+        "graphs": structures,
+    }
+    return {name: value[rows[_level(name)]] for name, value in parts.items()}
 
 
 def _pack(parts: dict[str, np.ndarray], level: str) -> tuple[np.ndarray, Layout]:

@@ -22,8 +22,9 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import zarr
@@ -60,17 +61,26 @@ class Frame:
     structure_props: dict[str, Any] = field(default_factory=dict)
 
 
+Array: TypeAlias = Any
+"""A ``numpy.ndarray``, or a ``zarr.Array`` read on demand: both index alike (integer
+arrays select along one axis), and ``numpy.asarray`` of a selection is an ndarray."""
+
+
 @dataclass
 class StoreData:
-    """A whole store in memory; atoms of structure ``k`` are ``offsets[k]:offsets[k+1]``."""
+    """A store's arrays; atoms of structure ``k`` are ``offsets[k]:offsets[k+1]``.
+
+    ``AtomsStore.load`` reads them all into memory; ``AtomsStore.open_arrays`` leaves all
+    but ``offsets`` on disk, read on demand.
+    """
 
     offsets: np.ndarray
-    positions: np.ndarray
-    numbers: np.ndarray
-    cell: np.ndarray
-    pbc: np.ndarray
-    atom_props: dict[str, np.ndarray]
-    structure_props: dict[str, np.ndarray]
+    positions: Array
+    numbers: Array
+    cell: Array
+    pbc: Array
+    atom_props: dict[str, Array]
+    structure_props: dict[str, Array]
 
 
 @dataclass
@@ -78,20 +88,36 @@ class NeighbourTable:
     """Edges of all structures; edges of structure ``k`` are ``offsets[k]:offsets[k+1]``.
 
     ``edge_index`` holds local atom indices (``[0]`` centre, ``[1]`` neighbour) and
-    ``shifts`` integer lattice shifts: ``r_ij = x_j - x_i + shifts @ cell``.
+    ``shifts`` integer lattice shifts: ``r_ij = x_j - x_i + shifts @ cell``. Both are in
+    memory or, from ``AtomsStore.neighbours(lazy=True)``, zarr arrays read on demand.
     """
 
     offsets: np.ndarray
-    edge_index: np.ndarray
-    shifts: np.ndarray
+    edge_index: Array
+    shifts: Array
 
     def structure(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(edge_index [2,e], shifts [e,3])`` of structure ``k`` as int64."""
         start, stop = self.offsets[k], self.offsets[k + 1]
         return (
-            self.edge_index[:, start:stop].astype(np.int64),
-            self.shifts[start:stop].astype(np.int64),
+            np.asarray(self.edge_index[:, start:stop]).astype(np.int64),
+            np.asarray(self.shifts[start:stop]).astype(np.int64),
         )
+
+
+def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + c)`` for every ``(s, c)``."""
+    ends = np.cumsum(counts)
+    return np.repeat(starts - (ends - counts), counts) + np.arange(
+        int(ends[-1]) if len(ends) else 0
+    )
+
+
+def structure_blocks(offsets: np.ndarray, atoms: int) -> list[tuple[int, int]]:
+    """Consecutive ranges ``(k0, k1)`` of structures holding about ``atoms`` atoms each."""
+    bounds = np.searchsorted(offsets, np.arange(0, int(offsets[-1]), atoms), side="right") - 1
+    starts = np.unique(np.append(bounds, 0))
+    return list(zip(starts.tolist(), [*starts[1:].tolist(), len(offsets) - 1], strict=True))
 
 
 def _chunks(shape: tuple[int, ...], dtype: DTypeLike) -> tuple[int, ...]:
@@ -168,9 +194,9 @@ def _frame_problem(frame: Frame, schema: dict[str, _Spec]) -> str | None:
         if value.shape != expected:
             atoms = f" for {n} atoms" if spec.level == "atom" else ""
             return f"'{name}' has shape {value.shape}, expected {expected}{atoms}"
-        if not np.issubdtype(value.dtype, np.number):
+        if value.dtype.kind not in "iufc":  # not np.issubdtype: this runs for every frame
             return f"'{name}' is not numeric ({value.dtype})"
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
             return f"'{name}' is not finite"
     return None
 
@@ -376,20 +402,27 @@ class AtomsStore:
         return dict(self.attrs["properties"])
 
     def _read(self, name: str) -> np.ndarray:
-        return _array(self._root, name)
+        return np.asarray(_zarr_array(self._root, name)[...])
 
     def load(self) -> StoreData:
         """Read the whole store into memory."""
+        return self._data(self._read)
+
+    def open_arrays(self) -> StoreData:
+        """The store's arrays as zarr arrays read on demand (only ``offsets`` in memory)."""
+        return self._data(partial(_zarr_array, self._root))
+
+    def _data(self, read: Callable[[str], Array]) -> StoreData:
         levels = {name: p["level"] for name, p in self.properties.items()}
         return StoreData(
             offsets=self._read("structures/offsets"),
-            positions=self._read("atoms/positions"),
-            numbers=self._read("atoms/numbers"),
-            cell=self._read("structures/cell"),
-            pbc=self._read("structures/pbc"),
-            atom_props={n: self._read(f"atoms/{n}") for n, lv in levels.items() if lv == "atom"},
+            positions=read("atoms/positions"),
+            numbers=read("atoms/numbers"),
+            cell=read("structures/cell"),
+            pbc=read("structures/pbc"),
+            atom_props={n: read(f"atoms/{n}") for n, lv in levels.items() if lv == "atom"},
             structure_props={
-                n: self._read(f"structures/{n}") for n, lv in levels.items() if lv == "structure"
+                n: read(f"structures/{n}") for n, lv in levels.items() if lv == "structure"
             },
         )
 
@@ -400,14 +433,16 @@ class AtomsStore:
         cell: Iterable[Iterable[float]] | np.ndarray | None = None,
         self_interaction: bool = False,
         progress: bool = True,
+        lazy: bool = False,
     ) -> NeighbourTable:
         """Neighbour lists of all structures, computed once and cached in the store.
 
         ``pbc``/``cell`` override every structure's own pbc ``(3,)`` and cell ``(3, 3)``
-        when given. The first call for a set of parameters computes the table (with a
-        progress bar when ``progress``) and writes it under ``neighbours/<key>``; processes
-        calling at the same time wait for it and reuse it. A store that is not writable
-        gets the table computed in memory, with a warning.
+        when given. The first call for a set of parameters computes the table block by block
+        (with a progress bar when ``progress``) into ``neighbours/<key>``; processes calling
+        at the same time wait for it and reuse it. ``lazy`` returns the cached edge arrays as
+        zarr arrays read on demand instead of reading them into memory. A store that is not
+        writable gets the table computed in memory, with a warning.
         """
         params: dict[str, Any] = {
             "cut_off": float(cut_off),
@@ -418,84 +453,88 @@ class AtomsStore:
         }
         key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
         directory = self.path / "neighbours"
-        cached = _read_table(directory / key)
+        cached = _read_table(directory / key, lazy)
         if cached is not None:
             return cached
         if not os.access(self.path, os.W_OK):
             log.warning("%s is not writable: neighbour lists are not cached", self.path)
-            return self._compute_neighbours(params, progress)
+            return _concatenate(self._neighbour_blocks(params, progress))
         directory.mkdir(exist_ok=True)
         with _locked(directory / ".lock"):
-            cached = _read_table(directory / key)
-            if cached is not None:
-                return cached
-            zarr.open_group(directory, mode="a", zarr_format=3)
-            table = self._compute_neighbours(params, progress)
-            tmp = directory / f".tmp-{key}-{os.getpid()}"
-            _remove(tmp)
-            try:
-                _write_table(tmp, table, params)
-                os.replace(tmp, directory / key)
-            except BaseException:
+            if not _complete(directory / key):
+                zarr.open_group(directory, mode="a", zarr_format=3)
+                tmp = directory / f".tmp-{key}-{os.getpid()}"
                 _remove(tmp)
-                raise
+                try:
+                    _write_table(tmp, self._neighbour_blocks(params, progress), params)
+                    os.replace(tmp, directory / key)
+                except BaseException:
+                    _remove(tmp)
+                    raise
+                log.info(
+                    "%s: neighbour lists with cut_off %g cached in %s",
+                    self.path,
+                    params["cut_off"],
+                    directory / key,
+                )
+        table = _read_table(directory / key, lazy)
+        assert table is not None
         return table
 
-    def _compute_neighbours(self, params: dict[str, Any], progress: bool) -> NeighbourTable:
+    def _neighbour_blocks(self, params: dict[str, Any], progress: bool) -> Iterator[_EdgeBlock]:
+        """Edges of consecutive blocks of structures, read from the store block by block."""
         offsets = self._read("structures/offsets")
-        positions = self._read("atoms/positions")
-        num = self.num_structures
-        cells = self._read("structures/cell")
-        pbcs = self._read("structures/pbc")
-        if params["cell"] is not None:
-            cells = np.broadcast_to(np.asarray(params["cell"], dtype=np.float64), (num, 3, 3))
-        if params["pbc"] is not None:
-            pbcs = np.broadcast_to(np.asarray(params["pbc"], dtype=bool), (num, 3))
-        counts = np.zeros(num + 1, dtype=np.int64)
-        edges: list[np.ndarray] = []
-        shifts: list[np.ndarray] = []
+        positions = _zarr_array(self._root, "atoms/positions")
+        cells = _zarr_array(self._root, "structures/cell")
+        pbcs = _zarr_array(self._root, "structures/pbc")
         bar = tqdm(
-            range(num),
+            total=self.num_structures,
             desc=f"neighbour lists (cut_off={params['cut_off']:g}) of {self.path.name}",
             unit=" structures",
             disable=not progress,
             mininterval=1.0,
             delay=2.0,
         )
-        for k in bar:
-            i, j, s = neighbour_list(
-                positions[offsets[k] : offsets[k + 1]],
-                cells[k],
-                pbcs[k],
-                params["cut_off"],
-                params["self_interaction"],
+        for k0, k1 in structure_blocks(offsets, FLUSH_ATOMS):
+            block = np.asarray(positions[offsets[k0] : offsets[k1]])
+            local = offsets[k0 : k1 + 1] - offsets[k0]
+            block_cells = np.asarray(cells[k0:k1])
+            block_pbcs = np.asarray(pbcs[k0:k1])
+            if params["cell"] is not None:
+                block_cells[:] = np.asarray(params["cell"], dtype=np.float64)
+            if params["pbc"] is not None:
+                block_pbcs[:] = np.asarray(params["pbc"], dtype=bool)
+            counts, edges, shifts = [], [], []
+            for k in range(k1 - k0):
+                i, j, s = neighbour_list(
+                    block[local[k] : local[k + 1]],
+                    block_cells[k],
+                    block_pbcs[k],
+                    params["cut_off"],
+                    params["self_interaction"],
+                )
+                counts.append(len(i))
+                edges.append(np.stack([i, j]).astype(np.int32))
+                shifts.append(s.astype(np.int32))
+            bar.update(k1 - k0)
+            yield (
+                np.asarray(counts, dtype=np.int64),
+                np.concatenate(edges, axis=1),
+                np.concatenate(shifts),
             )
-            counts[k + 1] = len(i)
-            edges.append(np.stack([i, j]).astype(np.int32))
-            shifts.append(s.astype(np.int32))
-        edge_offsets = np.cumsum(counts)
-        total = int(edge_offsets[-1])
-        edge_index = np.empty((2, total), dtype=np.int32)
-        all_shifts = np.empty((total, 3), dtype=np.int32)
-        if edges:
-            np.concatenate(edges, axis=1, out=edge_index)
-            np.concatenate(shifts, out=all_shifts)
-        log.info(
-            "%s: %d edges for %d structures (%.1f per atom) with cut_off %g",
-            self.path,
-            total,
-            num,
-            total / max(self.num_atoms, 1),
-            params["cut_off"],
-        )
-        return NeighbourTable(edge_offsets, edge_index, all_shifts.astype(_shift_dtype(all_shifts)))
+        bar.close()
 
 
-def _array(group: zarr.Group, name: str) -> np.ndarray:
+_EdgeBlock = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Edge counts ``[s]``, ``edge_index [2,e]`` int32 and ``shifts [e,3]`` int32 of a block of
+structures."""
+
+
+def _zarr_array(group: zarr.Group, name: str) -> zarr.Array:
     array = group[name]
     if not isinstance(array, zarr.Array):
         raise StoreError(f"{group.store_path}/{name} is not an array")
-    return np.asarray(array[...])
+    return array
 
 
 @contextmanager
@@ -509,23 +548,66 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _read_table(path: Path) -> NeighbourTable | None:
+def _complete(path: Path) -> bool:
     if not (path / "zarr.json").is_file():
+        return False
+    return bool(zarr.open_group(path, mode="r", zarr_format=3).attrs.get("complete"))
+
+
+def _read_table(path: Path, lazy: bool) -> NeighbourTable | None:
+    if not _complete(path):
         return None
     group = zarr.open_group(path, mode="r", zarr_format=3)
-    if not group.attrs.get("complete"):
-        return None
-    arrays = {name: _array(group, name) for name in ("offsets", "edge_index", "shifts")}
-    return NeighbourTable(**arrays)
-
-
-def _write_table(path: Path, table: NeighbourTable, params: dict[str, Any]) -> None:
-    group = zarr.open_group(path, mode="w", zarr_format=3)
-    group.create_array("offsets", data=table.offsets, chunks=_chunks(table.offsets.shape, np.int64))
-    rows = _chunks((table.edge_index.shape[1], 2), table.edge_index.dtype)[0]
-    group.create_array("edge_index", data=table.edge_index, chunks=(2, rows))
-    group.create_array(
-        "shifts", data=table.shifts, chunks=_chunks(table.shifts.shape, table.shifts.dtype)
+    edge_index, shifts = (_zarr_array(group, name) for name in ("edge_index", "shifts"))
+    return NeighbourTable(
+        offsets=np.asarray(_zarr_array(group, "offsets")[...]),
+        edge_index=edge_index if lazy else np.asarray(edge_index[...]),
+        shifts=shifts if lazy else np.asarray(shifts[...]),
     )
-    group.attrs.update({**params, "num_edges": int(table.offsets[-1])})
+
+
+def _concatenate(blocks: Iterable[_EdgeBlock]) -> NeighbourTable:
+    """A neighbour table in memory from its blocks."""
+    counts, edges, shifts = zip(*blocks, strict=True)
+    all_shifts = np.concatenate(shifts)
+    return NeighbourTable(
+        np.concatenate([[0], np.cumsum(np.concatenate(counts))]),
+        np.concatenate(edges, axis=1),
+        all_shifts.astype(_shift_dtype(all_shifts)),
+    )
+
+
+def _write_table(path: Path, blocks: Iterable[_EdgeBlock], params: dict[str, Any]) -> None:
+    """Append the edge blocks to a new zarr group, shifts in the smallest dtype that fits."""
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    rows = _chunks((0, 2), np.int32)[0]
+    edge_index = group.create_array("edge_index", shape=(2, 0), dtype=np.int32, chunks=(2, rows))
+    dtype = np.dtype(np.int8)
+    shifts = group.create_array("shifts", shape=(0, 3), dtype=dtype, chunks=_chunks((0, 3), dtype))
+    counts = []
+    for block_counts, block_edges, block_shifts in blocks:
+        counts.append(block_counts)
+        start = edge_index.shape[1]
+        edge_index.resize((2, start + block_edges.shape[1]))
+        edge_index[:, start:] = block_edges
+        if _shift_dtype(block_shifts).itemsize > shifts.dtype.itemsize:
+            shifts = _widen(group, path, _shift_dtype(block_shifts))
+        shifts.resize((start + len(block_shifts), 3))
+        shifts[start:] = block_shifts
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+    group.create_array("offsets", data=offsets, chunks=_chunks(offsets.shape, np.int64))
+    group.attrs.update({**params, "num_edges": int(offsets[-1])})
     group.attrs["complete"] = True
+
+
+def _widen(group: zarr.Group, path: Path, dtype: np.dtype) -> zarr.Array:
+    """Rewrite ``shifts`` of ``group`` (a folder at ``path``) in the wider ``dtype``."""
+    old = _zarr_array(group, "shifts")
+    wide = group.create_array(
+        "shifts-wide", shape=old.shape, dtype=dtype, chunks=_chunks(old.shape, dtype)
+    )
+    for start in range(0, old.shape[0], wide.chunks[0]):
+        wide[start : start + wide.chunks[0]] = old[start : start + wide.chunks[0]]
+    shutil.rmtree(path / "shifts")
+    os.replace(path / "shifts-wide", path / "shifts")
+    return _zarr_array(group, "shifts")

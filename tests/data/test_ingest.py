@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import ase.io
 import h5py
@@ -187,15 +188,15 @@ def test_interrupted_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     path = DATA / "md_xtb/ethanol.extxyz"
     out = tmp_path / "out.zarr"
     old = ingest(path, out, index=":3").store.load()
-    convert = ingest_module.atoms_to_frame
+    convert = ingest_module.frame_from_parts
     calls = iter(range(10**6))
 
-    def dying(atoms: object) -> object:
+    def dying(*parts: Any) -> Any:
         if next(calls) == 50:
             raise RuntimeError("disk on fire")
-        return convert(atoms)
+        return convert(*parts)
 
-    monkeypatch.setattr(ingest_module, "atoms_to_frame", dying)
+    monkeypatch.setattr(ingest_module, "frame_from_parts", dying)
     with pytest.raises(IngestError, match="ethanol.extxyz: cannot read frame 50: .*disk on fire"):
         ingest(path, out, overwrite=True)
     np.testing.assert_array_equal(AtomsStore(out).load().positions, old.positions)

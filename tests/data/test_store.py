@@ -170,3 +170,42 @@ def test_neighbour_table_structure() -> None:
     assert edge_index.dtype == shifts.dtype == np.int64
     np.testing.assert_array_equal(edge_index, [[0], [0]])
     np.testing.assert_array_equal(shifts, [[1, 0, -1]])
+
+
+def test_open_arrays_reads_on_demand(tmp_path: Path) -> None:
+    frames = random_frames(12, seed=2)
+    store = write_store(tmp_path / "s.zarr", frames, source=SOURCE, units={})
+    lazy, loaded = store.open_arrays(), store.load()
+    assert isinstance(lazy.offsets, np.ndarray)
+    for name in ("positions", "numbers", "cell", "pbc"):
+        assert isinstance(getattr(lazy, name), zarr.Array)
+        np.testing.assert_array_equal(getattr(lazy, name)[...], getattr(loaded, name))
+    assert all(isinstance(a, zarr.Array) for a in lazy.atom_props.values())
+    assert all(isinstance(a, zarr.Array) for a in lazy.structure_props.values())
+
+
+def test_neighbours_written_in_blocks_widen_shifts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of molecules (int8 shifts), then a wire of period 0.03 Å (shifts up to 166)."""
+    monkeypatch.setattr(store_module, "FLUSH_ATOMS", 4)
+    frames = random_frames(9, seed=3)
+    wire = Frame(
+        np.zeros((1, 3)), np.array([6]), np.diag([0.0, 0.0, 0.03]), np.array([0, 0, 1]) > 0
+    )
+    wire.atom_props = {name: value[:1] for name, value in frames[0].atom_props.items()}
+    wire.structure_props = frames[0].structure_props
+    store = write_store(tmp_path / "s.zarr", [*frames, wire], source=SOURCE, units={})
+    table = store.neighbours(5.0, progress=False)
+    lazy = AtomsStore(store.path).neighbours(5.0, progress=False, lazy=True)
+    assert table.shifts.dtype == np.int16 and isinstance(lazy.shifts, zarr.Array)
+    assert table.offsets[-1] == len(table.shifts) == lazy.offsets[-1]
+    np.testing.assert_array_equal(lazy.shifts[...], table.shifts)
+    np.testing.assert_array_equal(lazy.edge_index[...], table.edge_index)
+    _, shifts = table.structure(9)
+    assert sorted(shifts[:, 2].tolist()) == [s for s in range(-166, 167) if s]
+    for k, frame in enumerate(frames):
+        i, j, s = store_module.neighbour_list(frame.positions, frame.cell, frame.pbc, 5.0)
+        edge_index, shifts = lazy.structure(k)
+        np.testing.assert_array_equal(edge_index, np.stack([i, j]))
+        np.testing.assert_array_equal(shifts, s)

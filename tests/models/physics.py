@@ -65,6 +65,26 @@ class ModelPhysicsTests:
         return atoms
 
     # -- tests ---------------------------------------------------------------
+    def test_rebuilt_model_matches(self, molecules: list[Atoms]) -> None:
+        """A model rebuilt from its state dict under another seed and thread count gives the
+        same energies: whatever the weights depend on but the state dict does not hold (bases,
+        tables) is rebuilt identically, as when a trained model is loaded elsewhere."""
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            first = self.model()
+            torch.set_num_threads(2)
+            torch.manual_seed(1)
+            second = self.make_model().double()
+            second.load_state_dict(first.state_dict())
+            second.eval()
+        finally:
+            torch.set_num_threads(threads)
+        e1, f1 = self.energy_forces(first, molecules)
+        e2, f2 = self.energy_forces(second, molecules)
+        torch.testing.assert_close(e2, e1, atol=self.atol, rtol=0.0)
+        torch.testing.assert_close(f2, f1, atol=self.atol, rtol=0.0)
+
     def test_rotation_translation(self, molecules: list[Atoms]) -> None:
         model = self.model()
         rng = np.random.default_rng(1)

@@ -76,12 +76,31 @@ def symmetric_basis(lmax: int, nu: int, out: Irrep) -> Tensor:
         return paths
     perms = list(itertools.permutations(range(2, nu + 2)))
     sym = torch.stack([paths.permute(0, 1, *p) for p in perms]).mean(0)
-    flat = sym.reshape(sym.shape[0], -1)
-    # Orthonormal basis of the row space through the small Gram matrix.
-    evals, evecs = torch.linalg.eigh(flat @ flat.T)
-    keep = evals > 1e-10 * evals[-1]
-    basis = (evecs[:, keep].T @ flat) / evals[keep].sqrt().unsqueeze(-1)
+    basis = _orthonormal_rows(sym.reshape(sym.shape[0], -1))
     return basis.reshape(-1, *paths.shape[1:])
+
+
+def _orthonormal_rows(rows: Tensor) -> Tensor:
+    """Orthonormal basis of the span of ``rows``: the first linearly independent rows (in
+    order), symmetrically orthonormalised, ``(R R^T)^(-1/2) R``.
+
+    The result is unique. An eigenbasis of all rows' Gram matrix is not: within a degenerate
+    eigenspace the solver's choice changed with the number of threads, so a model rebuilt in
+    another process got another basis than its trained weights were made for.
+    """
+    independent: list[int] = []
+    directions: list[Tensor] = []
+    tolerance = 1e-8 * float(rows.norm(dim=1).max())
+    for k, row in enumerate(rows):
+        for _ in range(2):  # Gram-Schmidt, twice against rounding, only to find the rank
+            for d in directions:
+                row = row - (row @ d) * d
+        if row.norm() > tolerance:
+            independent.append(k)
+            directions.append(row / row.norm())
+    chosen = rows[independent]
+    evals, evecs = torch.linalg.eigh(chosen @ chosen.T)  # full rank: a unique inverse root
+    return (evecs * evals.rsqrt()) @ evecs.T @ chosen
 
 
 def monomials(dim: int, degree: int) -> list[tuple[int, ...]]:
