@@ -26,6 +26,31 @@ TINY = [
 ]
 
 
+DDP_ON_CPU = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+"""Two ranks on CPU (gloo): the DDP setup of every test here and in tests/slurm."""
+
+
+def data(store: Path, tmp_path: Path) -> list[str]:
+    """The ethanol store, with a cache inside the test's directory."""
+    return [f"datamodule.dataset={store}", f"datamodule.cache_dir={tmp_path / 'cache'}"]
+
+
+def assert_matches_single_process(run_dir: Path, single_dir: Path, expected: dict) -> None:
+    """A DDP run's metrics and weights equal the 1-process run on the global batch
+    (``expected`` are its metrics), and only rank 0 logged: one validation row per epoch."""
+    got = json.loads((run_dir / "metrics.json").read_text())
+    assert got["global_step"] == expected["global_step"]
+    for key in ("train_loss", "val_loss", "val_energy_mae", "val_forces_mae", "val_forces_rmse"):
+        assert got[key] == pytest.approx(expected[key], rel=1e-4), key
+    a = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(single_dir / "model.pt", weights_only=True)["state_dict"]
+    for key, value in b.items():
+        torch.testing.assert_close(a[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()
+    column = rows[0].split(",").index("val_loss")
+    assert sum(1 for r in rows[1:] if r.split(",")[column]) == expected["epoch"]
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python -m physicsml.cli.train ARGS`` in ``cwd`` (this checkout on ``PYTHONPATH``)."""
     env = {
@@ -45,12 +70,9 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(
     ddp_dir = runs / "ddp"
     done = run_cli(
         *TINY,
-        f"datamodule.dataset={ethanol_store}",
-        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        *data(ethanol_store, tmp_path),
         "datamodule.train.batch_size=4",  # per rank: the global batch is 8
-        "trainer=ddp",
-        "trainer.devices=2",
-        "trainer.accelerator=cpu",
+        *DDP_ON_CPU,
         f"hydra.run.dir={ddp_dir}",
         cwd=tmp_path,
     )
@@ -63,20 +85,8 @@ def test_ddp_on_two_cpu_processes_matches_one_process_on_the_global_batch(
     single = cfg_factory(*TINY, "datamodule.train.batch_size=8", run_dir=runs / "single")
     expected = train(single, runs / "single")
 
-    got = json.loads((ddp_dir / "metrics.json").read_text())
-    assert got["global_step"] == expected["global_step"] == 2 * 10  # 80 frames / 8 per step
-    for key in ("train_loss", "val_loss", "val_energy_mae", "val_forces_mae", "val_forces_rmse"):
-        assert got[key] == pytest.approx(expected[key], rel=1e-4), key
-    a = torch.load(ddp_dir / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(runs / "single" / "model.pt", weights_only=True)["state_dict"]
-    for key, value in b.items():
-        torch.testing.assert_close(a[key], value, rtol=1e-4, atol=1e-5, msg=key)
-
-    # metrics are logged once (by rank 0): one validation row per epoch in the CSV
-    rows = (ddp_dir / "csv" / "metrics.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    val_rows = [r for r in rows[1:] if r.split(",")[header.index("val_loss")]]
-    assert len(val_rows) == 2
+    assert expected["global_step"] == 2 * 10  # 80 frames / 8 per step, 2 epochs
+    assert_matches_single_process(ddp_dir, runs / "single", expected)
 
 
 @pytest.mark.slow
@@ -86,14 +96,11 @@ def test_a_sweep_of_ddp_jobs_with_the_basic_launcher(ethanol_store: Path, tmp_pa
     done = run_cli(
         "-m",
         *TINY,
-        f"datamodule.dataset={ethanol_store}",
-        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        *data(ethanol_store, tmp_path),
         "datamodule.split.train=0.1",
         "trainer.max_epochs=1",
         "module.model.c_hidden=8,12",
-        "trainer=ddp",
-        "trainer.devices=2",
-        "trainer.accelerator=cpu",
+        *DDP_ON_CPU,
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
@@ -115,13 +122,10 @@ def test_a_ddp_job_through_the_local_submitit_launcher(ethanol_store: Path, tmp_
         "-m",
         "hydra/launcher=local",
         *TINY,
-        f"datamodule.dataset={ethanol_store}",
-        f"datamodule.cache_dir={tmp_path / 'cache'}",
+        *data(ethanol_store, tmp_path),
         "datamodule.split.train=0.1",
         "trainer.max_epochs=1",
-        "trainer=ddp",
-        "trainer.devices=2",
-        "trainer.accelerator=cpu",
+        *DDP_ON_CPU,
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )

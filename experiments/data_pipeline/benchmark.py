@@ -59,23 +59,30 @@ LOADERS = [
 ]
 
 
-def loading_times(
-    store: Path, work: Path, pre_batch: PreBatch | None, every: int | None, workers: int, args
-) -> tuple[float, float, int]:
-    """Seconds of epoch 0, mean seconds of the later epochs, batches per epoch."""
-    config = DataModuleConfig(
+def fresh_config(
+    store: Path, work: Path, pre_batch: PreBatch | None, workers: int, args
+) -> DataModuleConfig:
+    """Energy + forces of ``store``; pre-batches always built afresh (a new directory)."""
+    return DataModuleConfig(
         dataset=str(store),
         cache_dir=str(work / "cache"),
-        pre_batch_dir=str(work / f"prebatch-{time.monotonic_ns()}"),  # always built afresh
+        pre_batch_dir=str(work / f"prebatch-{time.monotonic_ns()}"),
         pre_batch=pre_batch,
-        rebatch_every_n_epochs=every,
         num_workers=workers,
-        split=SplitConfig(train=0.8, validation=0.2, seed=0),
         y_graph_scalars=["energy"],
         y_node_vector="forces",
         cut_off=args.cut_off,
         train=BatchConfig(batch_size=args.batch_size),
     )
+
+
+def loading_times(
+    store: Path, work: Path, pre_batch: PreBatch | None, every: int | None, workers: int, args
+) -> tuple[float, float, int]:
+    """Seconds of epoch 0, mean seconds of the later epochs, batches per epoch."""
+    config = fresh_config(store, work, pre_batch, workers, args)
+    config.rebatch_every_n_epochs = every
+    config.split = SplitConfig(train=0.8, validation=0.2, seed=0)
     datamodule = AtomsDataModule(config)
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
@@ -180,18 +187,7 @@ def step_wait(store: Path, work: Path, pre_batch: PreBatch | None, workers: int,
     from physicsml.train import model_data
 
     cfg = compose_config(["module=mace"], run_dir=work / "run")
-    config = DataModuleConfig(
-        dataset=str(store),
-        cache_dir=str(work / "cache"),
-        pre_batch_dir=str(work / f"prebatch-{time.monotonic_ns()}"),
-        pre_batch=pre_batch,
-        num_workers=workers,
-        y_graph_scalars=["energy"],
-        y_node_vector="forces",
-        cut_off=args.cut_off,
-        train=BatchConfig(batch_size=args.batch_size),
-    )
-    datamodule = AtomsDataModule(config)
+    datamodule = AtomsDataModule(fresh_config(store, work, pre_batch, workers, args))
     datamodule.setup("fit")
     module = PotentialModule(
         module=OmegaConf.to_container(cfg.module, resolve=True),  # type: ignore[arg-type]

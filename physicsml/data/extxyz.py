@@ -131,7 +131,7 @@ def _frame(
     natoms: int, columns: dict[str, np.ndarray], info: dict[str, Any], cell: np.ndarray, pbc: Any
 ) -> Frame:
     """The frame ``atoms_to_frame`` makes of the ``ase.Atoms`` that ``ase.io`` would build."""
-    from physicsml.data.ingest import frame_from_parts
+    from physicsml.data.ingest import frame_from_parts  # here: ingest imports this module
 
     arrays = dict(columns)
     numbers = arrays.pop("numbers", None)

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from physicsml.train import train
 from tests.slurm.conftest import SlurmCluster
+from tests.test_ddp import DDP_ON_CPU, assert_matches_single_process
 
 TINY = [
     "module.model.c_hidden=8",
@@ -84,8 +84,8 @@ def test_a_two_task_ddp_job_matches_one_process_on_the_global_batch(
         "trainer.max_epochs=2", "module.optimizer.config.lr=0.01",
     ]  # fmt: skip
     command = sweep_command(
-        ethanol_store, tmp_path, slurm_cluster, *common, "trainer=ddp", "trainer.devices=2",
-        "trainer.accelerator=cpu", "datamodule.train.batch_size=4",
+        ethanol_store, tmp_path, slurm_cluster, *common, *DDP_ON_CPU,
+        "datamodule.train.batch_size=4",
     )  # fmt: skip
     done = run(command, tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
@@ -106,18 +106,7 @@ def test_a_two_task_ddp_job_matches_one_process_on_the_global_batch(
         cfg_factory(*TINY, *common, "datamodule.train.batch_size=8", run_dir=tmp_path / "single"),
         tmp_path / "single",
     )
-    got = json.loads((job_dir / "metrics.json").read_text())
-    assert got["global_step"] == expected["global_step"]
-    for key in ("train_loss", "val_loss", "val_energy_mae", "val_forces_mae"):
-        assert got[key] == pytest.approx(expected[key], rel=1e-4), key
-    a = torch.load(job_dir / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "single" / "model.pt", weights_only=True)["state_dict"]
-    for key, value in b.items():
-        torch.testing.assert_close(a[key], value, rtol=1e-4, atol=1e-5, msg=key)
-    # metrics are logged once: one validation row per epoch
-    rows = (job_dir / "csv" / "metrics.csv").read_text().splitlines()
-    column = rows[0].split(",").index("val_loss")
-    assert sum(1 for r in rows[1:] if r.split(",")[column]) == 2
+    assert_matches_single_process(job_dir, tmp_path / "single", expected)
 
 
 @pytest.mark.slurm
