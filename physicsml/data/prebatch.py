@@ -32,23 +32,17 @@ from torch.utils.data import Dataset, DistributedSampler
 from physicsml.data.dataset import StructureDataset
 from physicsml.data.graph import GRAPH_KEYS, NODE_KEYS, species_of
 from physicsml.data.sampler import EpochSampler
-from physicsml.data.store import (
-    AtomsStore,
-    _locked,
-    _remove,
-    ranges,
-    structure_blocks,
-)
+from physicsml.data.store import AtomsStore, _locked, _remove, ranges, structure_blocks
 
 log = logging.getLogger(__name__)
 
 PREBATCH_VERSION = 1
 """Bump when the on-disk layout or the batching changes so that old caches are not reused."""
 CHUNK_BYTES = 2**18
+"""Target size of one on-disk chunk (256 KiB): a batch read touches one or two chunks."""
 WRITE_ATOMS = 2**16
 """Atoms gathered and packed at a time while writing a composition: this, not the number of
 structures, sets the memory of the run that builds it."""
-"""Target size of one on-disk chunk (256 KiB): a batch read touches one or two chunks."""
 
 ATOM_ARRAYS = ("positions", "numbers", *NODE_KEYS)
 LEVELS = ("atoms", "edges", "graphs")
