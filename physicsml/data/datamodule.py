@@ -276,9 +276,9 @@ class AtomsDataModule(L.LightningDataModule):
             for name, (path, _) in split_of.items():
                 head = {"source": str(path), "store": str(self.stores[name].path)}
                 handle.write(f'{json.dumps(name)}: {json.dumps(head)[:-1]}, "indices": [')
-                indices = self.indices[name]
-                for start in range(0, len(indices), 65536):
-                    chunk = indices[start : start + 65536].tolist()
+                indices, step = self.indices[name], 65536
+                for start in range(0, len(indices), step):
+                    chunk = indices[start : start + step].tolist()
                     handle.write(("," if start else "") + ",".join(map(str, chunk)))
                 handle.write("]}, ")
             handle.write(f'"seed": {json.dumps(self.config.split.seed)}}}')
