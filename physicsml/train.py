@@ -22,6 +22,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from physicsml.allocator import keep_freed_memory
 from physicsml.config.schema import DataModuleConfig
 from physicsml.data.datamodule import AtomsDataModule, ConfigError
 from physicsml.lightning.module import PotentialModule
@@ -222,6 +223,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.float32_matmul_precision:
         torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    if cfg.keep_freed_memory_mb is not None:
+        if cfg.keep_freed_memory_mb <= 0:
+            raise ConfigError(
+                f"keep_freed_memory_mb must be a positive number of MiB or null, "
+                f"got {cfg.keep_freed_memory_mb}"
+            )
+        keep_freed_memory(cfg.keep_freed_memory_mb)
     datamodule = AtomsDataModule(
         cast(DataModuleConfig, OmegaConf.to_object(cfg.datamodule)), run_dir=run_dir
     )

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import OmegaConf
 
 from physicsml.data.datamodule import AtomsDataModule, ConfigError, resolve_num_workers
+from physicsml.lightning.module import _optimizer
 from physicsml.train import build_callbacks, train, trainer_kwargs
 
 TINY = [
@@ -39,6 +41,28 @@ def test_reduce_on_plateau_and_sgd(cfg_factory) -> None:
     )
     metrics = train(cfg, Path(cfg.hydra.runtime.output_dir))
     assert metrics["epoch"] == 2
+
+
+def test_fused_optimizer_unless_the_config_chooses() -> None:
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(7)]
+    fused_params = [torch.nn.Parameter(t.clone()) for t in start]
+    plain_params = [torch.nn.Parameter(t.clone()) for t in start]
+    fused = _optimizer(torch.optim.Adam, fused_params, {"lr": 0.1})
+    plain = _optimizer(torch.optim.Adam, plain_params, {"lr": 0.1, "foreach": False})
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    for _ in range(5):  # the same updates
+        grads = [torch.randn_like(t) for t in start]
+        for params in (fused_params, plain_params):
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+        fused.step()
+        plain.step()
+    for a, b in zip(fused_params, plain_params, strict=True):
+        torch.testing.assert_close(a, b)
+        assert not torch.equal(a.detach(), start[0] if a.dim() == 2 else start[1])
+    # optimizers without a fused kernel are built as configured
+    assert "fused" not in _optimizer(torch.optim.RMSprop, plain_params, {"lr": 0.1}).defaults
 
 
 def test_unknown_optimizer_is_named(cfg_factory) -> None:

@@ -300,6 +300,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     backward, Adam; optionally the top operators of ``torch.profiler``."""
     from omegaconf import OmegaConf
 
+    from physicsml.allocator import keep_freed_memory
     from physicsml.api import Model, compose_config
     from physicsml.config.schema import DataModuleConfig
     from physicsml.data.datamodule import AtomsDataModule
@@ -310,6 +311,8 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     train_atoms, _, _, _ = read_split(args.data, args.seed, args.max_structures, 0.8)
     workdir = Path(tempfile.mkdtemp(prefix=f"ours_profile_{args.model}_"))
     cfg = compose_config(overrides_for(args, train_atoms, workdir), run_dir=workdir / "run")
+    if cfg.keep_freed_memory_mb is not None:  # as physicsml.train.train
+        keep_freed_memory(cfg.keep_freed_memory_mb)
     with open_dict(cfg):
         cfg.datamodule.dataset = None
         cfg.datamodule.train_data = Model(cfg)._as_source(train_atoms, "train")
@@ -323,7 +326,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     loss_fn = torch.nn.MSELoss()
     energy_weight = module.losses["y_graph_scalars"][1]
     forces_weight = module.losses["y_node_vector"][1]
-    opt = torch.optim.Adam(module.parameters(), lr=args.lr)
+    opt = cast(torch.optim.Optimizer, module.configure_optimizers())  # as in training
     phases: dict[str, list[float]] = {
         k: [] for k in ("loader", "forward", "forces", "loss", "backward", "adam", "total")
     }

@@ -183,6 +183,9 @@ class TrainConfig:
     ckpt_path: str | None = None
     test: bool = False
     float32_matmul_precision: str | None = None
+    # glibc keeps freed blocks up to this size for reuse instead of fresh pages from the OS
+    # at every step (physicsml/allocator.py); null leaves the C library's defaults.
+    keep_freed_memory_mb: int | None = 256
     # The metric (a key of metrics.json) that a run returns to a sweeper, e.g. Optuna's in
     # hparams_search=optuna, which minimises it: val_loss, val_forces_mae, val_energy_mae...
     optimized_metric: str = "val_loss"

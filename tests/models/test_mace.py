@@ -15,7 +15,11 @@ from e3nn import o3
 
 from physicsml.data.graph import atoms_to_batch
 from physicsml.models.mace import MACE, MACEConfig
-from physicsml.models.mace.symmetric_contraction import SymmetricContraction, symmetric_basis
+from physicsml.models.mace.symmetric_contraction import (
+    NodeBlocks,
+    SymmetricContraction,
+    symmetric_basis,
+)
 from tests.models.physics import SHARED_DATA, ModelPhysicsTests, random_rotation
 
 SMALL: dict[str, Any] = {
@@ -144,16 +148,18 @@ def test_symmetric_basis_multiplicities() -> None:
     torch.testing.assert_close(basis, basis.transpose(2, 4))  # symmetric in its inputs
 
 
-def test_symmetric_contraction_matches_direct_sum() -> None:
+@pytest.mark.parametrize("correlation", [1, 2, 3])
+def test_symmetric_contraction_matches_direct_sum(correlation: int) -> None:
     torch.manual_seed(0)
     outs = [(0, 1), (1, -1)]
-    sc = SymmetricContraction(2, outs, 3, 3, 2).double()
-    x = torch.randn(5, 9, 3, dtype=torch.float64)
-    species = torch.tensor([1, 0, 1, 1, 0])
+    # 3 elements, one absent and the others in unequal numbers (blocks with empty slots).
+    sc = SymmetricContraction(2, outs, correlation, 3, 3).double()
+    x = torch.randn(6, 9, 3, dtype=torch.float64)
+    species = torch.tensor([1, 0, 1, 1, 0, 1])
     out = sc(x, species)
     expected = torch.zeros_like(out)
     p0 = 0
-    for nu in (1, 2, 3):
+    for nu in range(1, correlation + 1):
         m0 = 0
         for ell, parity in outs:
             basis = symmetric_basis(2, nu, (ell, parity))
@@ -173,9 +179,28 @@ def test_symmetric_contraction_matches_direct_sum() -> None:
     d_out = o3.Irreps("0e + 1o").D_from_angles(*angles)
     rotated = sc(torch.einsum("ij,njc->nic", d_in, x), species)
     # e3nn's float64 Wigner D and 3j agree with each other only to ~1e-7 (its rotation tables
-    # are single precision), so the tolerance is set above that, not at float64's 1e-15.
+    # are single precision, and the cubic terms amplify that), so the tolerance is set above
+    # that, not at float64's 1e-15.
     expected = torch.einsum("ij,njc->nic", d_out, out)
-    torch.testing.assert_close(rotated, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(rotated, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("counts", "slots"),
+    [([72, 32, 64], 180), ([16, 48, 8], 80), ([5, 0, 3], 9), ([0, 7], 7), ([0, 0], 0)],
+)
+def test_node_blocks_hold_every_node_once(counts: list[int], slots: int) -> None:
+    # counts per element: 8 aspirin, 8 ethanol, an absent element, one element, no nodes
+    species = torch.cat([torch.full((c,), e, dtype=torch.long) for e, c in enumerate(counts)])
+    species = species[torch.randperm(len(species))]
+    blocks = NodeBlocks(species, len(counts))
+    assert blocks.source.numel() == slots
+    nodes = torch.arange(len(species))
+    assert torch.equal(blocks.source[blocks.slot], nodes)  # each node in its own slot
+    assert torch.equal(blocks.element[blocks.slot // blocks.width], species)  # of its element
+    empty = torch.ones(slots, dtype=torch.bool)
+    empty[blocks.slot] = False
+    assert torch.all(blocks.source[empty] == len(species))
 
 
 def test_parameter_layout_matches_mace_torch() -> None:

@@ -9,9 +9,13 @@ spans exactly the functions that mace-torch's full path basis spans, with fewer 
 Evaluation is in Horner form, ``(sum_nu T_nu mono_{nu-1}(x)) . x`` with ``mono_d`` the sorted
 degree-``d`` monomials of one channel (``x_i x_j``, ``i <= j``, for correlation 3): the
 per-element weights are folded into the coefficients first (``T_nu`` is a small
-``[channel, M * D, monomial]`` tensor per element), and the nodes of each element go through
-one batched matmul over channels. The cost does not grow with the number of coupling paths
-(mace-torch contracts per node with the full coupling tensors, a factor ~P more work).
+``[channel, M * D, monomial]`` tensor per element and channel). The nodes are laid out in
+blocks of equal width, each holding nodes of one element (:class:`NodeBlocks`), so that each
+degree is one batched matmul over all (block, channel) pairs. A loop over elements on slices
+of one node axis costs 3x the operators and a copy of every matrix in the batched matmuls'
+backward: forward, forces and double backward of a training step took 1.3-1.7x longer on
+aspirin batches. The cost does not grow with the number of coupling paths (mace-torch
+contracts per node with the full coupling tensors, a factor ~P more work).
 """
 
 from __future__ import annotations
@@ -165,7 +169,7 @@ class SymmetricContraction(torch.nn.Module):
     Input ``x [N, D, C]`` (D = (lmax+1)^2 components of ``0e + 1o + ... + lmax`` per channel)
     and the species index ``[N]``; output ``[N, sum_L (2L+1), C]`` for ``outs``.
     Evaluated as ``(sum_nu T_nu(z, c) mono_{nu-1}(x_c)) . x_c`` where ``T_nu`` folds the
-    weights into the coefficients: one batched matmul over channels per degree and species.
+    weights into the coefficients: one batched matmul over (node block, channel) per degree.
     """
 
     def __init__(
@@ -187,38 +191,70 @@ class SymmetricContraction(torch.nn.Module):
         )
 
     def forward(self, x: Tensor, species: Tensor) -> Tensor:
-        """Contract ``x [N, D, C]`` with the weights of each node's species -> ``[N, M, C]``.
-
-        Nodes are grouped by species (one batched matmul per species present) so that no
-        per-node copy of the folded weights is made.
-        """
-        channels, dim = x.shape[2], x.shape[1]
-        counts = torch.bincount(species, minlength=self.weight.shape[0]).tolist()
-        order = torch.argsort(species, stable=True)
-        xt = x.index_select(0, order).permute(2, 1, 0).contiguous()  # [C, D, N] by species
-        monomials = [xt][: self.correlation - 1]  # degrees 1 .. correlation-1
+        """Contract ``x [N, D, C]`` with the weights of each node's species -> ``[N, M, C]``."""
+        num_nodes, dim, channels = x.shape
+        layout = NodeBlocks(species, self.weight.shape[0])
+        padded = torch.cat([x, x.new_zeros(1, dim, channels)]).index_select(0, layout.source)
+        # [B * C, D, W]: one matrix per (block, channel), the block's nodes as columns.
+        xt = padded.view(-1, layout.width, dim, channels).permute(0, 3, 2, 1)
+        xt = xt.reshape(-1, dim, layout.width)
+        monomials = [xt]  # degrees 1 .. correlation-1
         for d in range(2, self.correlation):
             prefix: Tensor = getattr(self, f"prefix_{d}")
             last: Tensor = getattr(self, f"last_{d}")
             monomials.append(monomials[-1].index_select(1, prefix) * xt.index_select(1, last))
-        coefficients = [
-            getattr(self, f"coefficients_{nu}").to(x.dtype) for nu in range(1, self.correlation + 1)
-        ]  # [P, Q, M, D] per degree
-        outs, start = [], 0
-        for element, count in enumerate(counts):
-            if count == 0:
-                continue
-            nodes = slice(start, start + count)
-            weights = torch.split(self.weight[element], self.num_weights)  # [P, C] per degree
-            horner: Tensor | None = None  # [C, M * D, count]
-            for nu, (c, w) in enumerate(zip(coefficients, weights, strict=True)):
-                # Weights folded into the coefficients: [C, M * D, Q].
-                folded = torch.einsum("pqmk,pc->cmkq", c, w).reshape(channels, -1, c.shape[1])
-                term = folded if nu == 0 else torch.bmm(folded, monomials[nu - 1][:, :, nodes])
-                horner = term if horner is None else horner + term
-            assert horner is not None
-            horner = horner.expand(-1, -1, count).reshape(channels, self.num_m, dim, count)
-            outs.append((horner * xt[:, None, :, nodes]).sum(2))  # [C, M, count]
-            start += count
-        out = torch.cat(outs, dim=2).permute(2, 1, 0)  # [N, M, C] by species
-        return out.index_select(0, torch.argsort(order))
+        weights = self.weight.index_select(0, layout.element)  # [B, P, C]
+        horner: Tensor | None = None  # [B * C, M * D, W]
+        for nu, w in enumerate(torch.split(weights, self.num_weights, dim=1), start=1):
+            c: Tensor = getattr(self, f"coefficients_{nu}").to(x.dtype)  # [P, Q, M, D]
+            # Each block's weights [P, C] folded into the coefficients: [B * C, M * D, Q].
+            folded = torch.einsum("pqmk,bpc->bcmkq", c, w).reshape(-1, self.num_m * dim, c.shape[1])
+            horner = folded if horner is None else torch.baddbmm(horner, folded, monomials[nu - 2])
+        assert horner is not None
+        horner = horner.view(-1, self.num_m, dim, horner.shape[-1])  # 1 column if correlation 1
+        out = (horner * xt.unsqueeze(1)).sum(2)  # [B * C, M, W]
+        out = out.view(-1, channels, self.num_m, layout.width).permute(0, 3, 2, 1)
+        return out.reshape(-1, self.num_m, channels).index_select(0, layout.slot)
+
+
+class NodeBlocks:
+    """The nodes laid out in blocks of ``width`` slots, each block holding one element's nodes.
+
+    An element with more nodes than ``width`` fills several blocks (at most
+    ``max_blocks_per_element``). ``width`` is chosen to leave the fewest slots empty: one
+    block per element, as wide as the commonest element, would leave half of an ethanol
+    batch's slots empty (80 slots instead of 144 for 72 atoms; the contraction's training step
+    1.2-1.6x faster). ``element [B]`` is each block's element, ``slot [N]`` each node's slot
+    and ``source [B * width]`` each slot's node (``N`` for an empty slot).
+    """
+
+    def __init__(self, species: Tensor, num_elements: int, max_blocks_per_element: int = 4):
+        counts = torch.bincount(species, minlength=num_elements).tolist()
+        present = [c for c in counts if c]
+        narrowest = _ceil_div(max(present, default=0), max_blocks_per_element)
+        widths = {_ceil_div(c, k) for c in present for k in range(1, max_blocks_per_element + 1)}
+        self.width: int = min(
+            [w for w in widths if w >= narrowest] or [1],
+            key=lambda w: (sum(_ceil_div(c, w) for c in present) * w, -w),
+        )
+        blocks = [_ceil_div(c, self.width) for c in counts]
+        device = species.device
+        self.element: Tensor = torch.repeat_interleave(
+            torch.arange(num_elements, device=device), torch.tensor(blocks, device=device)
+        )
+        first_block = torch.tensor([sum(blocks[:e]) for e in range(num_elements)], device=device)
+        first_node = torch.tensor([sum(counts[:e]) for e in range(num_elements)], device=device)
+        order = torch.argsort(species, stable=True)
+        nodes = torch.arange(species.shape[0], device=device)
+        rank = torch.empty_like(order)  # position of each node among its element's nodes
+        rank[order] = nodes - first_node[species[order]]
+        block = first_block[species] + rank // self.width
+        self.slot: Tensor = block * self.width + rank % self.width
+        self.source: Tensor = torch.full(
+            (len(self.element) * self.width,), species.shape[0], device=device
+        )
+        self.source[self.slot] = nodes
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
