@@ -6,7 +6,6 @@ import platform
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -41,22 +40,3 @@ def test_kept_memory_saves_page_faults() -> None:
     # glibc's defaults hand the step's blocks back to the OS: thousands of faults per 10 steps
     assert default > 2000
     assert kept < 0.8 * default, runs
-
-
-def test_non_positive_setting_is_a_config_error(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "physicsml.cli.train",
-            "keep_freed_memory_mb=0",
-            f"hydra.run.dir={tmp_path}/run",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 2
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert "keep_freed_memory_mb must be a positive number" in last_line
-    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -50,6 +50,16 @@ def test_cut_off_is_one_setting(cfg_factory) -> None:
     assert "cut_off" not in cfg.module.model  # the model receives the datamodule's value
 
 
+def run_train_cli(override: str, run_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``physicsml-train OVERRIDE`` in a fresh process, writing into ``run_dir``."""
+    return subprocess.run(
+        [sys.executable, "-m", "physicsml.cli.train", override, f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
@@ -61,14 +71,27 @@ def test_cut_off_is_one_setting(cfg_factory) -> None:
     ],
 )
 def test_cli_rejects_bad_overrides(override: str, expected: str, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "physicsml.cli.train", override, f"hydra.run.dir={tmp_path}/run"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_train_cli(override, tmp_path / "run")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert expected in lines[0]
     assert not (tmp_path / "run").exists()  # failed before any work
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("keep_freed_memory_mb=0", "keep_freed_memory_mb must be a positive number of MiB or null"),
+        ("module.optimizer.name=Adamm", "module.optimizer.name: torch.optim has no 'Adamm'"),
+    ],
+)
+def test_cli_rejects_bad_values_before_training(
+    override: str, message: str, tmp_path: Path
+) -> None:
+    # well-typed values that only the run can judge: one line, exit 2, no results written
+    result = run_train_cli(override, tmp_path / "run")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"physicsml-train: error: {message}")
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "model.pt").exists()

@@ -67,7 +67,7 @@ def test_fused_optimizer_unless_the_config_chooses() -> None:
 
 def test_unknown_optimizer_is_named(cfg_factory) -> None:
     cfg = cfg_factory(*TINY, "module.optimizer.name=Adamm")
-    with pytest.raises(ValueError, match="module.optimizer.name.*Adamm"):
+    with pytest.raises(ConfigError, match="module.optimizer.name.*Adamm"):
         train(cfg, Path(cfg.hydra.runtime.output_dir))
 
 

@@ -13,6 +13,7 @@ import torch
 from hydra.utils import get_class
 from torch import Tensor
 
+from physicsml.data.datamodule import ConfigError
 from physicsml.models.utils import scatter_sum
 
 TARGET_KINDS = ("y_graph_scalars", "y_graph_vector", "y_node_scalars", "y_node_vector")
@@ -86,11 +87,11 @@ class PotentialModule(L.LightningModule):
     @staticmethod
     def _make_loss(config: dict[str, Any] | None, kind: str) -> tuple[torch.nn.Module, float]:
         if config is None:
-            raise ValueError(f"module.{kind}_loss is null but datamodule.{kind} is configured")
+            raise ConfigError(f"module.{kind}_loss is null but datamodule.{kind} is configured")
         name = config["name"]
         loss_class = getattr(torch.nn, name, None)
         if loss_class is None:
-            raise ValueError(f"module.{kind}_loss.name: torch.nn has no loss called {name!r}")
+            raise ConfigError(f"module.{kind}_loss.name: torch.nn has no loss called {name!r}")
         return loss_class(**config.get("config", {})), float(config.get("weight", 1.0))
 
     # -- forward -------------------------------------------------------------------
@@ -228,7 +229,7 @@ class PotentialModule(L.LightningModule):
         opt_cfg = self.module_config["optimizer"]
         opt_class = getattr(torch.optim, opt_cfg["name"], None)
         if opt_class is None:
-            raise ValueError(f"module.optimizer.name: torch.optim has no {opt_cfg['name']!r}")
+            raise ConfigError(f"module.optimizer.name: torch.optim has no {opt_cfg['name']!r}")
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = _optimizer(opt_class, params, dict(opt_cfg.get("config", {})))
         sched_cfg = self.module_config.get("scheduler")
@@ -236,7 +237,7 @@ class PotentialModule(L.LightningModule):
             return optimizer
         sched_class = getattr(torch.optim.lr_scheduler, sched_cfg["name"], None)
         if sched_class is None:
-            raise ValueError(
+            raise ConfigError(
                 f"module.scheduler.name: torch.optim.lr_scheduler has no {sched_cfg['name']!r}"
             )
         return {
