@@ -192,7 +192,7 @@ class SymmetricContraction(torch.nn.Module):
 
     def forward(self, x: Tensor, species: Tensor) -> Tensor:
         """Contract ``x [N, D, C]`` with the weights of each node's species -> ``[N, M, C]``."""
-        num_nodes, dim, channels = x.shape
+        _, dim, channels = x.shape
         layout = NodeBlocks(species, self.weight.shape[0])
         padded = torch.cat([x, x.new_zeros(1, dim, channels)]).index_select(0, layout.source)
         # [B * C, D, W]: one matrix per (block, channel), the block's nodes as columns.
@@ -224,7 +224,7 @@ class NodeBlocks:
     ``max_blocks_per_element``). ``width`` is chosen to leave the fewest slots empty: one
     block per element, as wide as the commonest element, would leave half of an ethanol
     batch's slots empty (80 slots instead of 144 for 72 atoms; the contraction's training step
-    1.2-1.6x faster). ``element [B]`` is each block's element, ``slot [N]`` each node's slot
+    1.1-2x faster). ``element [B]`` is each block's element, ``slot [N]`` each node's slot
     and ``source [B * width]`` each slot's node (``N`` for an empty slot).
     """
 
