@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from physicsml.allocator import keep_freed_memory
 from physicsml.config.schema import DataModuleConfig
-from physicsml.data.datamodule import AtomsDataModule, ConfigError
+from physicsml.config.errors import ConfigError
+from physicsml.data.datamodule import AtomsDataModule
 from physicsml.lightning.module import PotentialModule
 
 log = logging.getLogger(__name__)

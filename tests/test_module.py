@@ -10,7 +10,8 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import OmegaConf
 
-from physicsml.data.datamodule import AtomsDataModule, ConfigError, resolve_num_workers
+from physicsml.config.errors import ConfigError
+from physicsml.data.datamodule import AtomsDataModule, resolve_num_workers
 from physicsml.lightning.module import _optimizer
 from physicsml.train import build_callbacks, train, trainer_kwargs
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from ase.io import read
 
-from physicsml.data.datamodule import ConfigError
+from physicsml.config.errors import ConfigError
 from physicsml.train import train
 
 SMALL_MODEL = ["module.model.c_hidden=32", "module.model.num_layers=3", "module.model.num_rbf=8"]

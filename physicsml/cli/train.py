@@ -17,7 +17,7 @@ from omegaconf import DictConfig, read_write
 from physicsml.cli import report
 from physicsml.config.registry import config_dir, register_configs
 from physicsml.config.resolvers import register_resolvers
-from physicsml.data.datamodule import ConfigError
+from physicsml.config.errors import ConfigError
 from physicsml.data.store import StoreError
 
 log = logging.getLogger("physicsml")

@@ -27,14 +27,11 @@ from physicsml.data.prebatch import (
 )
 from physicsml.data.sampler import EpochSampler
 from physicsml.data.sources import open_source
+from physicsml.config.errors import ConfigError
 from physicsml.data.statistics import DataStatistics, compute_statistics
 from physicsml.data.store import AtomsStore, NeighbourTable, StoreData
 
 SPLITS = ("train", "validation", "test", "predict")
-
-
-class ConfigError(ValueError):
-    """A configuration value that is well-typed but cannot work with the data."""
 
 
 def resolve_num_workers(value: Any) -> int:

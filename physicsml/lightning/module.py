@@ -13,7 +13,7 @@ import torch
 from hydra.utils import get_class
 from torch import Tensor
 
-from physicsml.data.datamodule import ConfigError
+from physicsml.config.errors import ConfigError
 from physicsml.models.utils import scatter_sum
 
 TARGET_KINDS = ("y_graph_scalars", "y_graph_vector", "y_node_scalars", "y_node_vector")

@@ -12,7 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from physicsml.config.schema import BatchConfig, DataModuleConfig, PreBatch, SplitConfig
-from physicsml.data.datamodule import AtomsDataModule, ConfigError
+from physicsml.config.errors import ConfigError
+from physicsml.data.datamodule import AtomsDataModule
 from physicsml.inference import load_module
 from physicsml.train import train
 
