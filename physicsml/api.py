@@ -15,10 +15,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from physicsml.config.registry import config_dir, register_configs
 from physicsml.config.resolvers import register_resolvers
-from physicsml.data.ingest import atoms_to_frame
+from physicsml.data.frames import atoms_to_frame
 from physicsml.data.sources import default_cache_dir, open_source
-from physicsml.data.store import write_store
-from physicsml.inference import find_weights, load_module, predict_atoms
+from physicsml.data.store_writer import write_store
+from physicsml.inference import load_module, predict_atoms
 from physicsml.lightning.module import PotentialModule
 from physicsml.train import save_model, train
 
@@ -123,7 +123,7 @@ class Model:
     @classmethod
     def load(cls, path: str | Path) -> Model:
         """A model from a saved directory, a run directory or a checkpoint."""
-        module = load_module(find_weights(path))
+        module = load_module(path)
         return cls(OmegaConf.create({}), module)
 
 

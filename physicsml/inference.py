@@ -10,33 +10,15 @@ import numpy as np
 import torch
 
 from physicsml.data.graph import atoms_to_structure, collate, species_lookup
-from physicsml.lightning.module import PotentialModule
-
-
-def find_weights(path: str | Path) -> Path:
-    """The weights file behind ``path``: a file itself, or a run / saved-model directory
-    (``model.pt``, else ``checkpoints/last.ckpt``)."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    for candidate in (path / "model.pt", path / "checkpoints" / "last.ckpt"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"{path}: no model.pt or checkpoints/last.ckpt found (expected a run directory, "
-        "a checkpoint or a saved model)"
-    )
+from physicsml.lightning.module import PotentialModule, target_names
+from physicsml.saved_model import read_model_file
 
 
 def load_module(path: str | Path, map_location: str = "cpu") -> PotentialModule:
     """Rebuild a ``PotentialModule`` from a run dir, checkpoint or saved model (weights_only)."""
-    weights = find_weights(path)
-    blob = torch.load(weights, map_location=map_location, weights_only=True)
-    if "hyper_parameters" not in blob or "state_dict" not in blob:
-        raise ValueError(f"{weights} is not a physicsml checkpoint or model (no hyper_parameters)")
-    hparams = blob["hyper_parameters"]
-    module = PotentialModule(module=hparams["module"], data=hparams["data"])
-    module.load_state_dict(blob["state_dict"])
+    spec, state_dict = read_model_file(path, map_location)
+    module = PotentialModule(spec)
+    module.load_state_dict(state_dict)
     module.eval()
     return module
 
@@ -51,25 +33,23 @@ def predict_atoms(
 ) -> dict[str, list[np.ndarray]]:
     """Predict every target of ``module`` for each ``ase.Atoms``, one array per structure.
 
-    Keys are the data's names (``energy``, ``forces``, ...); energies in eV, forces in eV/Å.
+    Keys are the data's names of the targets, plus ``energy`` (eV) and ``forces`` (eV/Å,
+    -dE/dx) for every model.
     """
-    data = module.hparams["data"]
-    graph = data["graph"]
-    lookup = species_lookup(data["elements"])
+    graph = module.spec.graph
+    lookup = species_lookup(module.spec.elements)
     dtype = next(module.parameters()).dtype
     device = next(module.parameters()).device
     out: dict[str, list[np.ndarray]] = {}
     for chunk in _chunks(list(atoms_list), batch_size):
         structures = [
-            atoms_to_structure(
-                a, graph["cut_off"], graph["pbc"], graph["cell"], graph["self_interaction"]
-            )
+            atoms_to_structure(a, graph.cut_off, graph.pbc, graph.cell, graph.self_interaction)
             for a in chunk
         ]
-        batch = collate(structures, lookup, int(data["num_elements"]), dtype)
+        batch = collate(structures, lookup, module.spec.num_elements, dtype)
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.enable_grad():
-            preds = module(batch)
+            preds = module(batch, forces=True)
         ptr = batch["ptr"].tolist()
         for name, values in split_predictions(module, preds, ptr).items():
             out.setdefault(name, []).extend(values)
@@ -79,18 +59,16 @@ def predict_atoms(
 def split_predictions(
     module: PotentialModule, preds: dict[str, torch.Tensor], ptr: list[int]
 ) -> dict[str, list[np.ndarray]]:
-    """Batch predictions -> ``{property name: one array per structure}``."""
-    targets = module.targets
+    """Batch predictions -> ``{property name: one array per structure}``: the data's names of
+    the targets, and ``energy`` / ``forces``."""
     out: dict[str, list[np.ndarray]] = {}
     graphs = len(ptr) - 1
     for kind, tensor in preds.items():
         values = tensor.detach().cpu().double().numpy()
-        node = kind.startswith("y_node")
-        name_or_names = targets.get(kind) or ("forces" if kind == "y_node_vector" else kind)
-        names = name_or_names if isinstance(name_or_names, list) else [name_or_names]
+        names = [kind] if kind in ("energy", "forces") else target_names(module.targets, kind)
         for k, name in enumerate(names):
             column = values[..., k] if kind.endswith("scalars") else values
-            if node:
+            if kind == "forces" or kind.startswith("y_node"):
                 out[name] = [column[ptr[g] : ptr[g + 1]] for g in range(graphs)]
             else:
                 out[name] = [column[g] for g in range(graphs)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -23,10 +24,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from physicsml.allocator import keep_freed_memory
-from physicsml.config.schema import DataModuleConfig
 from physicsml.config.errors import ConfigError
+from physicsml.config.schema import DataModuleConfig
 from physicsml.data.datamodule import AtomsDataModule
 from physicsml.lightning.module import PotentialModule
+from physicsml.saved_model import GraphSettings, ModelSpec, write_model_file
 
 log = logging.getLogger(__name__)
 
@@ -238,21 +240,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule.setup("fit")
     if datamodule.statistics is None:
         raise ConfigError("no training data: set datamodule.train_data or datamodule.dataset")
-    module = PotentialModule(
-        module=cast(
-            dict[str, Any], OmegaConf.to_container(cfg.module, resolve=True, enum_to_str=True)
-        ),
-        data=model_data(datamodule),
-    )
+    module = PotentialModule(model_spec(cfg.module, datamodule))
     ckpt_path = resume_path(run_dir, cfg.ckpt_path)
     plain_cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
+    loggers = build_loggers(cfg.get("logger"), run_dir, plain_cfg)
+    callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.callbacks)
+    if not loggers:  # a learning-rate monitor has nowhere to write without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, pl_callbacks.LearningRateMonitor)]
     trainer = L.Trainer(
         **trainer_kwargs(cfg.trainer),
-        callbacks=[
-            *build_callbacks(cfg.get("callbacks"), cfg.trainer.callbacks),
-            PreemptionCheckpoint(run_dir),
-        ],
-        logger=build_loggers(cfg.get("logger"), run_dir, plain_cfg) or False,
+        callbacks=[*callbacks, PreemptionCheckpoint(run_dir)],
+        logger=loggers or False,
     )
     if trainer.global_rank == 0:
         (run_dir / "statistics.json").write_text(
@@ -272,40 +270,38 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if trainer.global_rank == 0:
         save_model(module, run_dir / "model.pt")
         tmp = run_dir / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True))
+        tmp.write_text(json.dumps(strict_json(metrics), indent=2, allow_nan=False))
         tmp.replace(run_dir / "metrics.json")
     return metrics
 
 
-def model_data(datamodule: AtomsDataModule) -> dict[str, Any]:
-    """What the model takes from the data: elements, statistics, targets, graph settings."""
-    cfg = datamodule.config
-    assert datamodule.statistics is not None
+def strict_json(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with ``None`` for every non-finite number: JSON has no NaN or Infinity."""
     return {
-        "elements": datamodule.elements,
-        "num_elements": datamodule.num_elements,
-        "cut_off": float(cfg.cut_off),
-        "statistics": datamodule.statistics.as_dict(),
-        "targets": datamodule.targets.as_dict(),
-        "graph": {
-            "cut_off": float(cfg.cut_off),
-            "pbc": None if cfg.pbc is None else [bool(x) for x in cfg.pbc],
-            "cell": None if cfg.cell is None else [[float(x) for x in row] for row in cfg.cell],
-            "self_interaction": bool(cfg.self_interaction),
-        },
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()
     }
 
 
-def save_model(module: PotentialModule, path: Path) -> None:
-    """Write hyperparameters + state dict (loadable with ``torch.load(weights_only=True)``)."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "format": "physicsml-model",
-            "version": 1,
-            "hyper_parameters": dict(module.hparams),
-            "state_dict": module.state_dict(),
-        },
-        tmp,
+def model_spec(module_cfg: DictConfig, datamodule: AtomsDataModule) -> ModelSpec:
+    """The saved-model spec of a run: the module config and what the data determine."""
+    cfg = datamodule.config
+    assert datamodule.statistics is not None
+    module = OmegaConf.to_container(module_cfg, resolve=True, enum_to_str=True)
+    return ModelSpec.from_module_config(
+        cast(dict[str, Any], module),
+        elements=datamodule.elements,
+        num_elements=datamodule.num_elements,
+        statistics=datamodule.statistics.as_dict(),
+        targets=datamodule.targets.as_dict(),
+        graph=GraphSettings(
+            cut_off=float(cfg.cut_off),
+            pbc=None if cfg.pbc is None else [bool(x) for x in cfg.pbc],
+            cell=None if cfg.cell is None else [[float(x) for x in row] for row in cfg.cell],
+            self_interaction=bool(cfg.self_interaction),
+        ),
     )
-    tmp.replace(path)
+
+
+def save_model(module: PotentialModule, path: Path) -> None:
+    """Write ``model.pt``: the module's spec and weights (see ``physicsml.saved_model``)."""
+    write_model_file(module.spec, module.state_dict(), path)

@@ -12,25 +12,16 @@ from omegaconf import DictConfig
 
 from physicsml.api import compose_config
 from physicsml.data.ingest import ingest
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.structures import ETHANOL
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The read-only reference data (``../shared/data``)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"reference data not found at {SHARED_DATA}")
-    return SHARED_DATA
-
-
-@pytest.fixture(scope="session")
-def ethanol_store(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def ethanol_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first 400 frames of the GFN2-xTB ethanol trajectory as a store."""
     path = tmp_path_factory.mktemp("stores") / "ethanol.zarr"
-    ingest(shared_data / "md_xtb" / "ethanol.extxyz", path, index=":400")
+    ingest(ETHANOL, path, index=":400")
     return path
 
 

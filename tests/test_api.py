@@ -11,6 +11,8 @@ from ase.io import read
 
 import physicsml
 from physicsml.calculators import PhysicsMLCalculator
+from physicsml.saved_model import SPEC_KEY, SavedModelError, read_model_file
+from tests.structures import ETHANOL
 
 OVERRIDES = [
     "module=egnn",
@@ -23,9 +25,9 @@ OVERRIDES = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):
+def trained(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("api")
-    frames = read(shared_data / "md_xtb" / "ethanol.extxyz", ":120")
+    frames = read(ETHANOL, ":120")
     model = physicsml.Model.from_overrides(
         [*OVERRIDES, f"datamodule.cache_dir={tmp / 'cache'}"], run_dir=tmp / "run"
     )
@@ -53,13 +55,18 @@ def test_predict_save_load_roundtrip(trained) -> None:
     preds2 = again.predict(frames[100:105])
     np.testing.assert_allclose(np.array(preds2["energy"]), np.array(preds["energy"]), rtol=1e-6)
     blob = torch.load(tmp / "saved" / "model.pt", weights_only=True)
-    assert "state_dict" in blob and "hyper_parameters" in blob
+    assert set(blob) == {SPEC_KEY, "state_dict"}
 
 
 def test_checkpoints_load_weights_only(trained) -> None:
     _, _, _, tmp = trained
     blob = torch.load(tmp / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert blob["epoch"] == 1 and "rng_states" in blob
+    # a checkpoint and model.pt hold the same spec: one contract for both
+    from_ckpt, ckpt_weights = read_model_file(tmp / "run" / "checkpoints" / "last.ckpt")
+    from_model, model_weights = read_model_file(tmp / "run" / "model.pt")
+    assert from_ckpt == from_model and from_model.architecture == "egnn"
+    assert ckpt_weights.keys() == model_weights.keys()
 
 
 @pytest.mark.parametrize("where", ["run", "ckpt", "saved"])
@@ -89,11 +96,11 @@ def test_ase_calculator(trained, where: str) -> None:
 
 
 def test_calculator_rejects_missing_model(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="model.pt"):
+    with pytest.raises(SavedModelError, match="model.pt"):
         PhysicsMLCalculator(tmp_path)
 
 
-def test_predict_from_a_file_matches_atoms(trained, shared_data: Path, tmp_path: Path) -> None:
+def test_predict_from_a_file_matches_atoms(trained, tmp_path: Path) -> None:
     model, _, frames, _ = trained
     from ase.io import write
 

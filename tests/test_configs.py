@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from physicsml.config.registry import config_dir
+from physicsml.config.registry import architecture_class, config_dir
 from physicsml.config.schema import DataModuleConfig, TrainerConfig
 
 GROUPS = ["module", "datamodule", "trainer", "callbacks", "logger", "experiment"]
@@ -32,7 +32,7 @@ def test_every_option_composes_and_type_checks(cfg_factory, group: str, option: 
     assert isinstance(OmegaConf.to_object(cfg.datamodule), DataModuleConfig)
     assert isinstance(OmegaConf.to_object(cfg.trainer), TrainerConfig)
     assert cfg.trainer.inference_mode is False
-    assert "_target_" in cfg.module.model
+    architecture_class(cfg.module.model.architecture)  # a registered architecture
 
 
 def test_spec_defaults_in_schema() -> None:
@@ -84,6 +84,7 @@ def test_cli_rejects_bad_overrides(override: str, expected: str, tmp_path: Path)
     [
         ("keep_freed_memory_mb=0", "keep_freed_memory_mb must be a positive number of MiB or null"),
         ("module.optimizer.name=Adamm", "module.optimizer.name: torch.optim has no 'Adamm'"),
+        ("module=ani", "datamodule.cut_off (5.0) must be >= 5.2 for module=ani"),
     ],
 )
 def test_cli_rejects_bad_values_before_training(

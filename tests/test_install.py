@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +14,31 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def dependency_dirs() -> list[str]:
+    """The running interpreter's site directories, where physicsml's dependencies live."""
+    dirs = site.getsitepackages()
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return dirs
+
+
 @pytest.fixture(scope="module")
 def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv (reusing this environment's dependencies) with physicsml installed from a wheel."""
+    """A fresh venv with physicsml installed from a wheel (without its dependencies) that
+    imports those dependencies from the running interpreter's site directories, through a
+    ``.pth`` file: this works whether or not the tests run inside a virtual environment."""
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
-    wheel_dir = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
     python = venv / "bin" / "python"
-    subprocess.run(  # built by this environment's setuptools (a new venv's is too old)
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (Path(purelib) / "physicsml_test_dependencies.pth").write_text("\n".join(dependency_dirs()))
+    wheel_dir = tmp_path_factory.mktemp("wheel")
+    subprocess.run(  # built by this environment's setuptools (a new venv's may be too old)
         [
             sys.executable,
             "-m",
@@ -36,8 +54,8 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     (wheel,) = wheel_dir.glob("physicsml-*.whl")
-    subprocess.run(
-        [python, "-m", "pip", "install", "--no-deps", "--force-reinstall", wheel],
+    subprocess.run(  # this environment's pip, installing into the venv (which has none)
+        [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", wheel],
         check=True,
         capture_output=True,
     )
@@ -49,14 +67,17 @@ def test_wheel_trains_from_another_directory(installed_venv: Path, tmp_path: Pat
     env["PHYSICSML_CACHE"] = str(tmp_path / "cache")
     python = installed_venv / "bin" / "python"
     where = subprocess.run(
-        [python, "-c", "import physicsml, sys; print(physicsml.__file__)"],
+        [python, "-c", "import physicsml; print(physicsml.__file__)"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "site-packages" in where.stdout  # not this checkout
+    package = Path(where.stdout.strip()).resolve().parent
+    assert package.is_relative_to(installed_venv.resolve())  # the wheel, not this checkout
+    assert (package / "conf" / "train.yaml").is_file()
+    assert (package / "data_files" / "ethanol.extxyz").is_file()
     result = subprocess.run(
         [
             installed_venv / "bin" / "physicsml-train",

@@ -15,6 +15,7 @@ from physicsml.api import compose_config
 from physicsml.data.ingest import ingest
 from physicsml.data.store import AtomsStore
 from physicsml.train import train
+from tests.structures import ASPIRIN
 
 NUM_FRAMES = 400  # the first frames of the trajectory: train on the first ones, then validate
 NUM_VAL = 100  # on the NUM_VAL frames that follow them
@@ -33,10 +34,10 @@ RUNS: dict[str, tuple[int, int, float]] = {
 
 
 @pytest.fixture(scope="module")
-def aspirin_store(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+def aspirin_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The first NUM_FRAMES frames of the GFN2-xTB aspirin trajectory."""
     path = tmp_path_factory.mktemp("aspirin") / "aspirin.zarr"
-    ingest(shared_data / "md_xtb" / "aspirin.extxyz", path, index=f":{NUM_FRAMES}")
+    ingest(ASPIRIN, path, index=f":{NUM_FRAMES}")
     return path
 
 

@@ -12,11 +12,12 @@ from ase.io import read
 
 from physicsml.config.errors import ConfigError
 from physicsml.train import train
+from tests.structures import ETHANOL
 
 SMALL_MODEL = ["module.model.c_hidden=32", "module.model.num_layers=3", "module.model.num_rbf=8"]
 
 
-def test_training_lowers_force_error_below_zero_baseline(cfg_factory, shared_data: Path) -> None:
+def test_training_lowers_force_error_below_zero_baseline(cfg_factory) -> None:
     cfg = cfg_factory(
         *SMALL_MODEL,
         "trainer.max_epochs=6",
@@ -27,7 +28,7 @@ def test_training_lowers_force_error_below_zero_baseline(cfg_factory, shared_dat
     metrics = train(cfg, run_dir)
 
     split = json.loads((run_dir / "split.json").read_text())
-    frames = read(shared_data / "md_xtb" / "ethanol.extxyz", ":400")
+    frames = read(ETHANOL, ":400")
     val_forces = np.concatenate([frames[k].get_forces() for k in split["validation"]["indices"]])
     zero_force_mae = float(np.abs(val_forces).mean())
     assert metrics["val_forces_mae"] < 0.6 * zero_force_mae

@@ -40,7 +40,9 @@ import torch
 from physicsml.config.schema import BatchConfig, DataModuleConfig, PreBatch, SplitConfig
 from physicsml.data.datamodule import AtomsDataModule
 from physicsml.data.ingest import ingest
-from physicsml.data.store import AtomsStore, Frame, write_store
+from physicsml.data.store import AtomsStore
+from physicsml.data.store_format import Frame
+from physicsml.data.store_writer import write_store
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 DATASETS = {
@@ -180,19 +182,15 @@ def step_wait(store: Path, work: Path, pre_batch: PreBatch | None, workers: int,
     """Fraction of the training-step time spent waiting for the next batch (MACE preset)."""
     import lightning as L
     from lightning.pytorch.profilers import SimpleProfiler
-    from omegaconf import OmegaConf
 
     from physicsml.api import compose_config
     from physicsml.lightning.module import PotentialModule
-    from physicsml.train import model_data
+    from physicsml.train import model_spec
 
     cfg = compose_config(["module=mace"], run_dir=work / "run")
     datamodule = AtomsDataModule(fresh_config(store, work, pre_batch, workers, args))
     datamodule.setup("fit")
-    module = PotentialModule(
-        module=OmegaConf.to_container(cfg.module, resolve=True),  # type: ignore[arg-type]
-        data=model_data(datamodule),
-    )
+    module = PotentialModule(model_spec(cfg.module, datamodule))
     trainer = L.Trainer(
         max_steps=args.steps,
         limit_val_batches=0,

@@ -2,12 +2,13 @@
 # Side-by-side data pipeline: physicsml 0.6.0 (peer) against ours, interleaved (peer, ours)
 # per data set, 2 repeats; batch size 16, cut-off 5 Å, 1 torch thread, 0 workers.
 #   bash experiments/data_pipeline/peer_compare.sh [results.jsonl]
-# Run from /work/main. The peer runs from a scratch folder so our package does not shadow it.
+# Run from anywhere: the paths below are relative to this script's repository. The peer runs
+# from a scratch folder so our package does not shadow it.
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")/../.." && pwd)
-PEER=${PEER:-/tmp/peer-physicsml/bin/python}
+PEER=$(realpath -m "${PEER:-$MAIN/../peer-physicsml/bin/python}")  # install.sh's VENV
 DATA=${DATA:-$MAIN/../shared/data}
-OUT=${1:-$(mktemp -d)/peer_compare.jsonl}
+OUT=$(realpath -m "${1:-$(mktemp -d)/peer_compare.jsonl}")
 SCRATCH=$(mktemp -d)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1
 unset PYTHONPATH

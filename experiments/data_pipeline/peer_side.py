@@ -1,10 +1,12 @@
 """Peer side of the data-pipeline comparison: physicsml 0.6.0 (not a test).
 
-Run with the peer's interpreter from a folder outside /work/main, so that our package does
-not shadow the peer's ``physicsml``:
+Run with the peer's interpreter (its venv beside the repository, as ``peer_compare.sh``
+expects) from a folder outside the repository, so that our package does not shadow the peer's
+``physicsml``; from the repository root:
 
-    cd /tmp/x && /tmp/peer-physicsml/bin/python /work/main/experiments/data_pipeline/peer_side.py \
-        --data /work/shared/data/md_xtb/ethanol.extxyz
+    repo=$PWD && cd "$(mktemp -d)"
+    "$repo/../peer-physicsml/bin/python" "$repo/experiments/data_pipeline/peer_side.py" \
+        --data "$repo/../shared/data/md_xtb/ethanol.extxyz"
 
 It drives the peer's public path as ../shared/bench/peer_physicsml/train_bench.py does (whose
 helpers it imports) and prints one JSON line:
@@ -36,7 +38,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # peer pre-batching torch.load()s
-BENCH = Path("/work/shared/bench/peer_physicsml")
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench" / "peer_physicsml"
 sys.path.insert(0, str(BENCH))
 
 

@@ -306,7 +306,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     from physicsml.data.datamodule import AtomsDataModule
     from physicsml.lightning.module import PotentialModule
     from physicsml.models.utils import scatter_sum
-    from physicsml.train import model_data
+    from physicsml.train import model_spec
 
     train_atoms, _, _, _ = read_split(args.data, args.seed, args.max_structures, 0.8)
     workdir = Path(tempfile.mkdtemp(prefix=f"ours_profile_{args.model}_"))
@@ -319,8 +319,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     dm = AtomsDataModule(cast(DataModuleConfig, OmegaConf.to_object(cfg.datamodule)), workdir)
     dm.prepare_data()
     dm.setup("fit")
-    module_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.module, resolve=True))
-    module = PotentialModule(module=module_cfg, data=model_data(dm))
+    module = PotentialModule(model_spec(cfg.module, dm))
     module.train()
     reference = cast(torch.Tensor, module.reference_energies)
     loss_fn = torch.nn.MSELoss()

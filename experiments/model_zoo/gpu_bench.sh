@@ -3,18 +3,19 @@
 # 160/40, batch 8 unless said), precision 32 and bf16-mixed. One JSON line per run.
 #
 # usage: experiments/model_zoo/gpu_bench.sh OUT_DIR [EPOCHS]
-# Run it on a GPU machine from the repository root with physicsml importable
-# (`pip install -e .`, or PYTHONPATH=. with the dependencies installed).
+# Run it on a GPU machine with physicsml importable (`pip install -e .`, or PYTHONPATH set to
+# the repository with the dependencies installed).
 set -u
-OUT="$1"; EPOCHS="${2:-10}"
-DATA=../shared/data/md_xtb/aspirin.extxyz
-[ -f "$DATA" ] || DATA=physicsml/data_files/aspirin.extxyz  # the shipped copy: same frames
+OUT="$(realpath -m "$1")"; EPOCHS="${2:-10}"
+REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+DATA=$REPO/../shared/data/md_xtb/aspirin.extxyz
+[ -f "$DATA" ] || DATA=$REPO/physicsml/data_files/aspirin.extxyz  # the shipped copy: same frames
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 run() {  # model precision batch [extra bench args...]
   local m="$1" p="$2" b="$3"; shift 3
   echo "[$(date +%T)] $m precision=$p batch=$b $*" >&2
-  python3 experiments/model_zoo/bench_ours.py --data "$DATA" --model "$m" --epochs "$EPOCHS" \
+  python3 "$REPO/experiments/model_zoo/bench_ours.py" --data "$DATA" --model "$m" --epochs "$EPOCHS" \
     --batch-size "$b" --max-structures 200 --threads 8 --accelerator gpu --precision "$p" \
     --tag "gpu_${m}_p${p}_b${b}" --out-dir "$OUT" "$@" > "$OUT/last.json" 2>> "$OUT/log.txt" \
     && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['tag'],

@@ -3,18 +3,20 @@
 #
 # usage: experiments/model_zoo/run.sh DATA "mace egnn ..." EPOCHS THREADS MAX_STRUCTURES [REPEATS]
 #   e.g. experiments/model_zoo/run.sh ../shared/data/md_xtb/aspirin.extxyz "mace egnn" 5 1 200
-# env: OUT (default /tmp/model_zoo_results), TAG_SUFFIX (appended to the result names),
+# env: OUT (default: a new temporary folder, printed at the end), TAG_SUFFIX (appended to the
+#      result names),
 #      SEED (split and training seed, default 0),
-#      VENV (the peer's venv, default /tmp/peer-physicsml; install it with
-#      VENV=/tmp/peer-physicsml bash ../shared/bench/peer_physicsml/install.sh)
+#      VENV (the peer's venv, default ../peer-physicsml beside the repository; install it
+#      from the repository root with
+#      VENV=../peer-physicsml bash ../shared/bench/peer_physicsml/install.sh)
 # Both append one JSON line per run to $OUT/all.jsonl; tabulate with
 #   python3 ../shared/bench/peer_physicsml/summarise.py $OUT/all.jsonl
 set -u
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 PEER="$(cd "$REPO/../shared/bench/peer_physicsml" && pwd)"
-VENV="${VENV:-/tmp/peer-physicsml}"
-OUT="${OUT:-/tmp/model_zoo_results}"
+VENV="$(realpath -m "${VENV:-$REPO/../peer-physicsml}")"
+OUT="$(realpath -m "${OUT:-$(mktemp -d)}")"
 SEED="${SEED:-0}"
 DATA="$(realpath "$1")"; MODELS="$2"; EPOCHS="$3"; THREADS="$4"; MAXS="$5"; REPEATS="${6:-1}"
 mkdir -p "$OUT/logs"
@@ -35,3 +37,4 @@ for rep in $(seq 1 "$REPEATS"); do
     cat "$OUT/logs/ours_$stem.json" >> "$OUT/all.jsonl"
   done
 done
+echo "results: $OUT/all.jsonl" >&2

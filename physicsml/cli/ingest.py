@@ -14,7 +14,7 @@ from physicsml.data.ingest import (
     IngestError,
     ingest,
 )
-from physicsml.data.store import StoreError
+from physicsml.data.store_format import StoreError
 
 
 def parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
 Prints one row per job (overrides, status, best and final validation energy/force MAE, epochs,
 wall time) and writes PNG plots into ``PATH/report/``: the learning curves of every job and,
-per finished job, predicted vs reference energies and forces on its validation set.
+per finished job, predicted vs reference energies and forces on its whole validation set.
 """
 
 from __future__ import annotations
@@ -150,11 +150,10 @@ def plot_learning_curves(jobs: list[Job], labels: list[str], path: Path) -> None
     plt.close(fig)
 
 
-def validation_predictions(
-    job_dir: Path, max_structures: int = 256
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{name: (reference, predicted)}`` for energy and forces on the job's validation set
-    (its first ``max_structures`` structures), with the model saved in the run directory."""
+def validation_predictions(job_dir: Path) -> tuple[int, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The number of structures of the job's validation split, and ``{name: (reference,
+    predicted)}`` for energy and forces on all of them, with the model saved in the run
+    directory."""
     from ase import Atoms
 
     from physicsml.data.store import AtomsStore
@@ -162,7 +161,7 @@ def validation_predictions(
 
     split = json.loads((job_dir / "split.json").read_text())["validation"]
     data = AtomsStore(split["store"]).load()
-    indices = split["indices"][:max_structures]
+    indices = split["indices"]
     atoms = []
     for k in indices:
         lo, hi = data.offsets[k], data.offsets[k + 1]
@@ -178,7 +177,7 @@ def validation_predictions(
         forces = data.atom_props["forces"]
         ref_f = np.concatenate([forces[data.offsets[k] : data.offsets[k + 1]] for k in indices])
         out["forces"] = (ref_f.ravel(), np.concatenate(predicted["forces"]).ravel())
-    return out
+    return len(indices), out
 
 
 def plot_parity(pairs: dict[str, tuple[np.ndarray, np.ndarray]], title: str, path: Path) -> None:
@@ -224,11 +223,12 @@ def report(path: Path, out_dir: Path | None = None, plots: bool = True) -> str:
         for job, label in zip(jobs, labels, strict=True):
             if job.ok and (job.dir / "split.json").is_file():
                 try:
-                    pairs = validation_predictions(job.dir)
+                    count, pairs = validation_predictions(job.dir)
                 except (OSError, ValueError, RuntimeError, KeyError) as exc:
                     print(f"physicsml-report: no parity plot for {job.dir}: {exc}".split("\n")[0])
                     continue
-                plot_parity(pairs, label, out_dir / f"parity_{job.dir.name}.png")
+                title = f"{label}\nall {count} validation structures"
+                plot_parity(pairs, title, out_dir / f"parity_{job.dir.name}.png")
         (out_dir / "table.md").write_text(table + "\n")
     return table
 

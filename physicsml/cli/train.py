@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import logging
 import math
 import os
@@ -10,21 +12,56 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from physicsml.cli import report
 from physicsml.config.registry import config_dir, register_configs
 from physicsml.config.resolvers import register_resolvers
 from physicsml.config.errors import ConfigError
-from physicsml.data.store import StoreError
+from physicsml.data.store_format import StoreError
 
 log = logging.getLogger("physicsml")
 
 
-def compose_error(overrides: list[str]) -> str | None:
-    """Compose the config with the non-sweep overrides; return a one-line error or None."""
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper"
+
+
+def cli_error(args: argparse.Namespace) -> str | None:
+    """A one-line error for the overrides of Hydra's parsed command line, or None."""
+    if args.shell_completion or args.config_path or args.experimental_rerun:
+        # completion's install=bash is no override; another primary config dir or a rerun:
+        # Hydra checks
+        return None
+    if args.config_dir is not None and not Path(args.config_dir).is_dir():
+        return f"--config-dir {args.config_dir}: no such directory"
+    if not args.overrides:
+        return None
+    return sweeper_error(args.overrides) or compose_error(
+        args.overrides, args.config_dir, args.config_name or "train"
+    )
+
+
+def sweeper_error(overrides: list[str]) -> str | None:
+    """``hparams_search=optuna`` without the Optuna sweeper plugin: how to install it."""
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if (
+            override.key_or_group == "hparams_search"
+            and override.value() == "optuna"
+            and importlib.util.find_spec(OPTUNA_SWEEPER) is None
+        ):
+            return 'hparams_search=optuna needs the Optuna sweeper: pip install "physicsml[optuna]"'
+    return None
+
+
+def compose_error(
+    overrides: list[str], extra_config_dir: str | None = None, config_name: str = "train"
+) -> str | None:
+    """Compose the config with the non-sweep overrides, searching the packaged ``conf/`` and
+    ``extra_config_dir`` (``--config-dir``) as Hydra will; return a one-line error or None."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -35,12 +72,37 @@ def compose_error(overrides: list[str]) -> str | None:
         for o in parsed
         if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")
     ]
+    if extra_config_dir is not None:  # where Hydra puts --config-dir: after conf/, before schemas
+        plain.append(f"hydra.searchpath=['file://{Path(extra_config_dir).resolve()}']")
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            compose("train", overrides=plain)
+            cfg = compose(config_name, overrides=plain, return_hydra_config=True)
+            return schema_choice_error(cfg.hydra.runtime.choices)
     except (HydraException, OmegaConfBaseException) as exc:
         return one_line(exc)
+
+
+def schema_choice_error(choices: DictConfig) -> str | None:
+    """An error when a group's chosen option is one of the internal ``*_schema`` configs."""
+    for group, option in choices.items():
+        if isinstance(option, str) and option.endswith("_schema"):
+            options = ", ".join(user_options(str(group)))
+            return f"{group}={option}: an internal schema, not an option; choose one of {options}"
     return None
+
+
+def user_options(group: str) -> list[str]:
+    """The options of a config group in Hydra's search path, without the ``*_schema`` configs
+    (the dataclasses that the YAML options extend). Needs an initialized Hydra."""
+    loader = GlobalHydra.instance().config_loader()
+    return sorted(o for o in loader.get_group_options(group) if not o.endswith("_schema"))
+
+
+def config_groups_help() -> str:
+    """``group: option, ...`` per config group but Hydra's: ``--help``'s list (resolver
+    ``physicsml_config_groups`` in ``conf/hydra/help/physicsml.yaml``)."""
+    groups = sorted(GlobalHydra.instance().config_loader().list_groups(""))
+    return "\n".join(f"{g}: {', '.join(user_options(g))}" for g in groups if g != "hydra")
 
 
 def one_line(exc: BaseException) -> str:
@@ -58,6 +120,10 @@ def one_line(exc: BaseException) -> str:
 def _run(cfg: DictConfig) -> float | None:
     from physicsml.train import train
 
+    # Hydra's job logging prints (and writes to <run dir>/train.log) what reaches the root
+    # logger; the stderr handler that importing lightning adds would print every line again
+    for handler in logging.getLogger("lightning").handlers[:]:
+        logging.getLogger("lightning").removeHandler(handler)
     register_resolvers()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -112,16 +178,14 @@ def _as_single_run(hydra_cfg: Any) -> None:
 
 def main() -> None:
     """Console script: validate overrides (one-line errors), then run Hydra."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     register_configs()
     register_resolvers()
-    args = sys.argv[1:]
-    overrides = [a for a in args if "=" in a and not a.startswith("-")]
-    if overrides:
-        error = compose_error(overrides)
-        if error is not None:
-            print(f"physicsml-train: error: {error}", file=sys.stderr)
-            sys.exit(2)
+    OmegaConf.register_new_resolver("physicsml_config_groups", config_groups_help, replace=True)
+    # Hydra's own parser, so that every flag (-sc, -cd, --info, ...) reads as Hydra reads it
+    error = cli_error(get_args_parser().parse_args(sys.argv[1:]))
+    if error is not None:
+        print(f"physicsml-train: error: {error}", file=sys.stderr)
+        sys.exit(2)
     hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_run)()
     if report.failed_jobs:  # filled by report.SweepSummary, the Hydra callback
         sys.exit(1)

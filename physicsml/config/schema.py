@@ -54,8 +54,6 @@ class DataModuleConfig:
     graph_attrs_cols: list[str] | None = None
     y_node_scalars: list[str] | None = None
     y_node_vector: str | None = None
-    y_edge_scalars: list[str] | None = None
-    y_edge_vector: str | None = None
     y_graph_scalars: list[str] | None = None
     y_graph_vector: str | None = None
     cut_off: float = 5.0
@@ -70,20 +68,25 @@ class DataModuleConfig:
     # on the others; 0: drawn once. null: every epoch in_memory, once on_disk (each
     # on-disk composition is a full copy of the training data).
     rebatch_every_n_epochs: int | None = None
-    # Where the data come from: one store split by fractions, or one store per split.
-    dataset: str | None = None
+    # Where the data come from: one source split by fractions, or one source per split. A
+    # source is a path or a list of paths (stores, or files physicsml-ingest reads) read as
+    # one, in order. Any: OmegaConf has no str | list[str]; the datamodule checks the type.
+    dataset: Any = None
     split: SplitConfig = field(default_factory=SplitConfig)
-    train_data: str | None = None
-    validation_data: str | None = None
-    test_data: str | None = None
-    predict_data: str | None = None
+    train_data: Any = None
+    validation_data: Any = None
+    test_data: Any = None
+    predict_data: Any = None
     # Inputs that are not zarr stores (e.g. .extxyz) are ingested once into this folder.
     cache_dir: str = "${oc.env:PHYSICSML_CACHE,${oc.env:HOME,.}/.cache/physicsml}"
 
 
 @dataclass
 class TrainerConfig:
-    """Keys passed to ``lightning.Trainer`` (spec: Trainer config, plus common extras)."""
+    """Keys passed to ``lightning.Trainer`` (spec: Trainer config, plus common extras).
+
+    No ``use_distributed_sampler``: the datamodule's sampler shards the data over the ranks
+    itself, so ``physicsml.train`` always turns Lightning's off."""
 
     accelerator: str = "auto"
     devices: Any = "auto"  # int, list of ints or "auto"
@@ -112,7 +115,6 @@ class TrainerConfig:
     limit_test_batches: Any = None
     num_sanity_val_steps: int | None = None
     inference_mode: bool = False  # forces need gradients in validation: must stay False
-    use_distributed_sampler: bool = True
     sync_batchnorm: bool = False
 
 
@@ -150,7 +152,7 @@ class LossConfig:
 class ModuleConfig:
     """The LightningModule: model, targets' losses, optimizer and scheduler."""
 
-    model: Any = MISSING  # one of the model schemas (see physicsml.models.registry)
+    model: Any = MISSING  # an architecture's schema (physicsml.config.registry.model_schema)
     compute_forces: bool = False
     # The energy loss compares energies per atom; weight 10 keeps the energy from lagging
     # behind the forces (per-atom energy errors are ~10x smaller than force errors).
@@ -158,14 +160,12 @@ class ModuleConfig:
     y_node_vector_loss: LossConfig | None = field(default_factory=LossConfig)
     y_node_scalars_loss: LossConfig | None = field(default_factory=LossConfig)
     y_graph_vector_loss: LossConfig | None = field(default_factory=LossConfig)
-    y_edge_scalars_loss: LossConfig | None = field(default_factory=LossConfig)
-    y_edge_vector_loss: LossConfig | None = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     # Energy model: E = sum_i (scale * e_i + E0[Z_i]); E0 by least squares and scale (RMS force)
-    # from the training split, unless given here.
+    # from the training split, unless given here ({atomic number: eV} for every element).
     energy_scale: float | None = None
-    reference_energies: dict[int, float] | None = None
+    reference_energies: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from physicsml.config.errors import ConfigError
 from physicsml.config.schema import DataModuleConfig, PreBatch
+from physicsml.data.concat import concat_data, concat_tables
 from physicsml.data.dataset import StructureDataset, TargetSpec
-from physicsml.data.graph import collate, species_lookup
+from physicsml.data.graph import assemble, species_lookup
+from physicsml.data.neighbours import NeighbourTable
 from physicsml.data.prebatch import (
     BatchPlan,
     InMemoryBatches,
@@ -27,9 +31,8 @@ from physicsml.data.prebatch import (
 )
 from physicsml.data.sampler import EpochSampler
 from physicsml.data.sources import open_source
-from physicsml.config.errors import ConfigError
 from physicsml.data.statistics import DataStatistics, compute_statistics
-from physicsml.data.store import AtomsStore, NeighbourTable, StoreData
+from physicsml.data.store import AtomsStore, StoreData
 
 SPLITS = ("train", "validation", "test", "predict")
 
@@ -51,6 +54,22 @@ def resolve_num_workers(value: Any) -> int:
     )
 
 
+def source_paths(key: str, value: Any) -> list[str] | None:
+    """``datamodule.<key>`` (a path, a list of paths or None) as a list of paths."""
+    if value is None:
+        return None
+    paths = [value] if isinstance(value, (str, os.PathLike)) else value
+    if (
+        not isinstance(paths, Sequence)
+        or not paths
+        or not all(isinstance(p, (str, os.PathLike)) for p in paths)
+    ):
+        raise ConfigError(
+            f"datamodule.{key}: expected a path or a non-empty list of paths, got {value!r}"
+        )
+    return [str(p) for p in paths]
+
+
 class AtomsDataModule(L.LightningDataModule):
     """Serves batches of structures from zarr stores (see ``DataModuleConfig`` for the keys)."""
 
@@ -66,11 +85,6 @@ class AtomsDataModule(L.LightningDataModule):
             y_node_vector=config.y_node_vector,
             graph_attrs_cols=tuple(config.graph_attrs_cols or ()),
         )
-        if config.y_edge_scalars or config.y_edge_vector:
-            raise ConfigError(
-                "datamodule.y_edge_scalars / y_edge_vector: stores hold per-atom and "
-                "per-structure properties only; edge targets are not available"
-            )
         if config.pbc is not None and len(config.pbc) != 3:
             raise ConfigError(f"datamodule.pbc: expected 3 booleans, got {list(config.pbc)}")
         if config.cell is not None and np.asarray(config.cell).shape != (3, 3):
@@ -82,20 +96,23 @@ class AtomsDataModule(L.LightningDataModule):
             )
         if config.cut_off <= 0:
             raise ConfigError(f"datamodule.cut_off: must be positive, got {config.cut_off}")
-        self.stores: dict[str, AtomsStore] = {}
+        self.sources = self._sources()
+        self.dataset_paths = source_paths("dataset", config.dataset)
+        self.stores: dict[str, list[AtomsStore]] = {}
         self.indices: dict[str, np.ndarray] = {}
         self.datasets: dict[str, StructureDataset] = {}
         self.statistics: DataStatistics | None = None
         self.elements: list[int] = []
 
     # -- data sources ----------------------------------------------------------------
-    def _sources(self) -> dict[str, str]:
+    def _sources(self) -> dict[str, list[str]]:
+        """The paths of each split that has its own data (``<split>_data``)."""
         cfg = self.config
         explicit = {
-            "train": cfg.train_data,
-            "validation": cfg.validation_data,
-            "test": cfg.test_data,
-            "predict": cfg.predict_data,
+            "train": source_paths("train_data", cfg.train_data),
+            "validation": source_paths("validation_data", cfg.validation_data),
+            "test": source_paths("test_data", cfg.test_data),
+            "predict": source_paths("predict_data", cfg.predict_data),
         }
         sources = {k: v for k, v in explicit.items() if v is not None}
         if cfg.dataset is not None:
@@ -114,10 +131,8 @@ class AtomsDataModule(L.LightningDataModule):
             self._neighbours(store, lazy=True)
 
     def _all_paths(self) -> list[str]:
-        paths = list(self._sources().values())
-        if self.config.dataset is not None:
-            paths.append(self.config.dataset)
-        return paths
+        lists = [*self.sources.values(), self.dataset_paths or []]
+        return list(dict.fromkeys(path for paths in lists for path in paths))
 
     def _neighbours(self, store: AtomsStore, lazy: bool) -> NeighbourTable:
         cfg = self.config
@@ -139,14 +154,13 @@ class AtomsDataModule(L.LightningDataModule):
         if self.datasets:
             return
         cfg = self.config
-        sources = self._sources()
-        split_of: dict[str, tuple[str, np.ndarray | None]] = {
-            name: (path, None) for name, path in sources.items()
+        split_of: dict[str, tuple[tuple[str, ...], np.ndarray | None]] = {
+            name: (tuple(paths), None) for name, paths in self.sources.items()
         }
-        if cfg.dataset is not None:
-            store = open_source(cfg.dataset, cfg.cache_dir)
-            for name, idx in self._split(store.num_structures).items():
-                split_of[name] = (cfg.dataset, idx)
+        if self.dataset_paths is not None:
+            total = sum(open_source(p, cfg.cache_dir).num_structures for p in self.dataset_paths)
+            for name, idx in self._split(total).items():
+                split_of[name] = (tuple(self.dataset_paths), idx)
         if not split_of:
             raise ConfigError(
                 "no data: set datamodule.dataset (one store, split by datamodule.split) or "
@@ -154,16 +168,19 @@ class AtomsDataModule(L.LightningDataModule):
             )
         # on_disk batches are built block by block from the stores, left on disk
         lazy = cfg.pre_batch == PreBatch.on_disk
-        loaded: dict[str, tuple[AtomsStore, StoreData, NeighbourTable]] = {}
-        for name, (path, chosen) in split_of.items():
-            if path not in loaded:
-                store = open_source(path, cfg.cache_dir)
-                data = store.open_arrays() if lazy else store.load()
-                loaded[path] = (store, data, self._neighbours(store, lazy))
-            store, data, table = loaded[path]
-            self._check_targets(store, with_targets=name != "predict")
-            self.stores[name] = store
-            self.indices[name] = np.arange(store.num_structures) if chosen is None else chosen
+        loaded: dict[tuple[str, ...], tuple[list[AtomsStore], StoreData, NeighbourTable]] = {}
+        for name, (paths, chosen) in split_of.items():
+            if paths not in loaded:  # several stores: concatenated in order
+                stores = [open_source(path, cfg.cache_dir) for path in paths]
+                loaded[paths] = (
+                    stores,
+                    concat_data([s.open_arrays() if lazy else s.load() for s in stores]),
+                    concat_tables([self._neighbours(s, lazy) for s in stores]),
+                )
+            stores, data, table = loaded[paths]
+            self._check_targets(stores, with_targets=name != "predict")
+            self.stores[name] = stores
+            self.indices[name] = np.arange(len(data.offsets) - 1) if chosen is None else chosen
             self.datasets[name] = StructureDataset(
                 data,
                 table,
@@ -175,7 +192,7 @@ class AtomsDataModule(L.LightningDataModule):
             )
         self.elements = self._elements()
         if "train" in self.datasets:
-            store, data, table = loaded[split_of["train"][0]]
+            _, data, table = loaded[split_of["train"][0]]
             self.statistics = compute_statistics(
                 data,
                 table,
@@ -217,16 +234,17 @@ class AtomsDataModule(L.LightningDataModule):
             elements = sorted(int(z) for z in cfg.elements)
         else:
             found: set[int] = set()
-            for store in self.stores.values():
-                found.update(store.elements)
+            for stores in self.stores.values():
+                found.update(z for store in stores for z in store.elements)
             elements = sorted(found)
-        for name, store in self.stores.items():
-            extra = sorted(set(store.elements) - set(elements))
-            if extra:
-                raise ConfigError(
-                    f"datamodule.elements={elements} misses elements {extra} of the {name} data "
-                    f"({store.path})"
-                )
+        for name, stores in self.stores.items():
+            for store in stores:
+                extra = sorted(set(store.elements) - set(elements))
+                if extra:
+                    raise ConfigError(
+                        f"datamodule.elements={elements} misses elements {extra} of the {name} "
+                        f"data ({store.path})"
+                    )
         if cfg.num_elements and cfg.num_elements < len(elements):
             raise ConfigError(
                 f"datamodule.num_elements={cfg.num_elements} is smaller than the "
@@ -239,8 +257,8 @@ class AtomsDataModule(L.LightningDataModule):
         """Width of the one-hot element encoding."""
         return max(self.config.num_elements, len(self.elements))
 
-    def _check_targets(self, store: AtomsStore, with_targets: bool) -> None:
-        have = store.properties
+    def _check_targets(self, stores: list[AtomsStore], with_targets: bool) -> None:
+        """Every wanted property is in each store, at its level, in one shape for all."""
         wanted: list[tuple[str, str, str]] = [
             ("graph_attrs_cols", c, "structure") for c in self.targets.graph_attrs_cols
         ]
@@ -251,27 +269,44 @@ class AtomsDataModule(L.LightningDataModule):
                 wanted.append(("y_graph_vector", self.targets.y_graph_vector, "structure"))
             if self.targets.y_node_vector:
                 wanted.append(("y_node_vector", self.targets.y_node_vector, "atom"))
-        listing = ", ".join(f"{n} ({p['level']})" for n, p in sorted(have.items())) or "nothing"
-        for key, name, level in wanted:
-            if name not in have:
+        for store in stores:
+            have = store.properties
+            listing = ", ".join(f"{n} ({p['level']})" for n, p in sorted(have.items()))
+            for key, name, level in wanted:
+                if name not in have:
+                    raise ConfigError(
+                        f"datamodule.{key}: '{name}' is not in {store.path}; the store has: "
+                        f"{listing or 'nothing'}"
+                    )
+                if have[name]["level"] != level:
+                    raise ConfigError(
+                        f"datamodule.{key}: '{name}' in {store.path} is a per-"
+                        f"{have[name]['level']} property, expected per-{level}; the store has: "
+                        f"{listing}"
+                    )
+        for key, name, _ in wanted:
+            shapes = {str(s.path): s.properties[name]["shape"] for s in stores}
+            if len({str(shape) for shape in shapes.values()}) > 1:
                 raise ConfigError(
-                    f"datamodule.{key}: '{name}' is not in {store.path}; the store has: {listing}"
-                )
-            if have[name]["level"] != level:
-                raise ConfigError(
-                    f"datamodule.{key}: '{name}' in {store.path} is a per-{have[name]['level']} "
-                    f"property, expected per-{level}; the store has: {listing}"
+                    f"datamodule.{key}: '{name}' has different shapes in the stores read as "
+                    f"one: {shapes}"
                 )
 
-    def _save_split(self, split_of: dict[str, tuple[str, np.ndarray | None]]) -> None:
+    def _save_split(self, split_of: dict[str, tuple[tuple[str, ...], np.ndarray | None]]) -> None:
+        """``split.json``: per split its source(s), store(s) and indices (into the stores
+        concatenated in order when there are several)."""
         if self.run_dir is None or (self.trainer is not None and self.trainer.global_rank != 0):
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.run_dir / "split.json.tmp"
         with open(tmp, "w") as handle:  # indices in chunks: no Python list of a whole split
             handle.write("{")
-            for name, (path, _) in split_of.items():
-                head = {"source": str(path), "store": str(self.stores[name].path)}
+            for name, (paths, _) in split_of.items():
+                stores = [str(store.path) for store in self.stores[name]]
+                head = {
+                    "source": paths[0] if len(paths) == 1 else list(paths),
+                    "store": stores[0] if len(stores) == 1 else stores,
+                }
                 handle.write(f'{json.dumps(name)}: {json.dumps(head)[:-1]}, "indices": [')
                 indices, step = self.indices[name], 65536
                 for start in range(0, len(indices), step):
@@ -306,8 +341,8 @@ class AtomsDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=partial(
-                collate,
+            collate_fn=partial(  # gets a whole batch from StructureDataset.__getitems__
+                assemble,
                 lookup=lookup,
                 num_elements=self.num_elements,
                 dtype=dtype,

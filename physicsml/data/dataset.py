@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 from torch.utils.data import Dataset
 
-from physicsml.data.graph import Structure
-from physicsml.data.store import NeighbourTable, StoreData
+from physicsml.data.graph import Structures
+from physicsml.data.neighbours import NeighbourTable
+from physicsml.data.offsets import ranges
+from physicsml.data.store import StoreData
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,8 @@ class TargetSpec:
         }
 
 
-class StructureDataset(Dataset[Structure]):
-    """Structures ``indices`` of a store, as numpy dicts ready for ``collate``.
+class StructureDataset(Dataset[Structures]):
+    """Structures ``indices`` of a store, as ``Structures`` arrays ready for ``assemble``.
 
     ``cell`` and ``pbc`` are the global overrides used for the neighbour list (None: each
     structure's own); with ``with_targets=False`` no ``y_*`` keys are produced (predict).
@@ -60,41 +62,50 @@ class StructureDataset(Dataset[Structure]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def num_atoms(self, item: int) -> int:
-        """Atom count of item ``item`` (without loading it)."""
-        k = self.indices[item]
-        return int(self.data.offsets[k + 1] - self.data.offsets[k])
+    def __getitem__(self, item: int) -> Structures:
+        return self.gather(np.array([item]))
 
-    def __getitem__(self, item: int) -> Structure:
-        k = int(self.indices[item])
-        a0, a1 = int(self.data.offsets[k]), int(self.data.offsets[k + 1])
-        edge_index, shifts = self.neighbours.structure(k)
-        structure: Structure = {
-            "positions": self.data.positions[a0:a1],
-            "numbers": self.data.numbers[a0:a1],
-            "cell": self.data.cell[k] if self.cell is None else self.cell,
-            "pbc": self.data.pbc[k] if self.pbc is None else self.pbc,
-            "edge_index": edge_index,
-            "shifts": shifts,
+    def __getitems__(self, items: list[int]) -> Structures:
+        """The structures of a batch, gathered at once (the ``DataLoader`` calls this)."""
+        return self.gather(np.asarray(items))
+
+    def gather(self, items: np.ndarray) -> Structures:
+        """The structures of dataset items ``items``, in that order."""
+        data, table, spec = self.data, self.neighbours, self.targets
+        keys = self.indices[np.asarray(items, dtype=np.int64)]
+        num = len(keys)
+        counts = data.offsets[keys + 1] - data.offsets[keys]
+        edge_counts = table.offsets[keys + 1] - table.offsets[keys]
+        atoms = ranges(data.offsets[keys], counts)
+        edges = ranges(table.offsets[keys], edge_counts)
+        out = {
+            "positions": data.positions[atoms],
+            "numbers": data.numbers[atoms],
+            "edge_index": table.edge_index[:, edges].T.copy(),
+            "shifts": table.shifts[edges],
+            "counts": counts,
+            "edge_counts": edge_counts,
+            "cell": data.cell[keys] if self.cell is None else np.repeat(self.cell[None], num, 0),
+            "pbc": data.pbc[keys] if self.pbc is None else np.repeat(self.pbc[None], num, 0),
         }
-        spec = self.targets
+        graph = data.structure_props
         if spec.graph_attrs_cols:
-            structure["graph_attrs"] = np.concatenate(
-                [np.ravel(self.data.structure_props[c][k]) for c in spec.graph_attrs_cols]
-            )
+            out["graph_attrs"] = np.concatenate(
+                [graph[c][keys].reshape(num, -1) for c in spec.graph_attrs_cols], axis=1
+            ).astype(np.float64)
         if not self.with_targets:
-            return structure
+            return out
         if spec.y_graph_scalars:
-            structure["y_graph_scalars"] = np.array(
-                [float(np.ravel(self.data.structure_props[c][k])[0]) for c in spec.y_graph_scalars]
-            )
+            out["y_graph_scalars"] = np.stack(
+                [graph[c][keys].reshape(num, -1)[:, 0] for c in spec.y_graph_scalars], axis=1
+            ).astype(np.float64)
         if spec.y_graph_vector:
-            structure["y_graph_vector"] = self.data.structure_props[spec.y_graph_vector][k]
+            out["y_graph_vector"] = graph[spec.y_graph_vector][keys].astype(np.float64)
         if spec.y_node_scalars:
-            structure["y_node_scalars"] = np.stack(
-                [self.data.atom_props[c][a0:a1].reshape(a1 - a0) for c in spec.y_node_scalars],
+            out["y_node_scalars"] = np.stack(
+                [data.atom_props[c][atoms].reshape(len(atoms)) for c in spec.y_node_scalars],
                 axis=1,
-            )
+            ).astype(np.float64)
         if spec.y_node_vector:
-            structure["y_node_vector"] = self.data.atom_props[spec.y_node_vector][a0:a1]
-        return structure
+            out["y_node_vector"] = data.atom_props[spec.y_node_vector][atoms].astype(np.float64)
+        return out

@@ -21,7 +21,8 @@ import numpy as np
 from ase.data import atomic_numbers
 from ase.io.extxyz import per_config_properties
 
-from physicsml.data.store import Frame
+from physicsml.data.frames import frame_from_parts
+from physicsml.data.store_format import Frame
 
 BLOCK_FRAMES = 1024
 """Frames whose atom lines are converted to numbers together."""
@@ -131,8 +132,6 @@ def _frame(
     natoms: int, columns: dict[str, np.ndarray], info: dict[str, Any], cell: np.ndarray, pbc: Any
 ) -> Frame:
     """The frame ``atoms_to_frame`` makes of the ``ase.Atoms`` that ``ase.io`` would build."""
-    from physicsml.data.ingest import frame_from_parts  # here: ingest imports this module
-
     arrays = dict(columns)
     numbers = arrays.pop("numbers", None)
     symbols = arrays.pop("symbols", None)

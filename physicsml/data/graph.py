@@ -1,4 +1,4 @@
-"""Per-structure graphs and their collation into the batch dict the models consume."""
+"""Structures as numpy arrays, and the one function that turns them into a model batch."""
 
 from __future__ import annotations
 
@@ -10,17 +10,27 @@ import torch
 from torch import Tensor
 
 from physicsml.data.neighbours import neighbour_list
+from physicsml.data.offsets import offsets_of
 
-Structure = dict[str, Any]
-"""One structure as numpy arrays: ``positions [n,3]``, ``numbers [n]``, ``cell [3,3]``,
-``pbc [3]``, ``edge_index [2,e]`` (local indices), ``shifts [e,3]`` (integer lattice
-shifts) and optional targets ``y_graph_scalars [k]``, ``y_graph_vector [3]``,
-``y_node_scalars [n,k]``, ``y_node_vector [n,3]``, ``y_edge_scalars [e,k]``,
-``y_edge_vector [e,3]``, ``graph_attrs [f]``."""
+Structures = dict[str, np.ndarray]
+"""Consecutive structures as numpy arrays. Per atom: ``positions [N,3]``, ``numbers [N]`` and
+optional ``y_node_scalars [N,k]``, ``y_node_vector [N,3]``; per edge: ``edge_index [E,2]``
+(atom indices local to the structure) and ``shifts [E,3]`` (integer lattice shifts); per
+structure: ``counts [S]`` (atoms), ``edge_counts [S]``, ``cell [S,3,3]``, ``pbc [S,3]`` and
+optional ``graph_attrs [S,f]``, ``y_graph_scalars [S,k]``, ``y_graph_vector [S,3]``."""
 
-NODE_KEYS = ("y_node_scalars", "y_node_vector")
-EDGE_KEYS = ("y_edge_scalars", "y_edge_vector")
-GRAPH_KEYS = ("y_graph_scalars", "y_graph_vector", "graph_attrs")
+ATOM_KEYS = ("positions", "numbers", "y_node_scalars", "y_node_vector")
+EDGE_KEYS = ("edge_index", "shifts")
+LEVELS = ("atoms", "edges", "graphs")
+VALUE_KEYS = ("y_node_scalars", "y_node_vector", "y_graph_scalars", "y_graph_vector", "graph_attrs")
+"""Keys that enter the batch as they are, as float tensors."""
+
+
+def level_of(key: str) -> str:
+    """The axis (one of ``LEVELS``) along which the first dimension of ``Structures[key]`` runs."""
+    if key in ATOM_KEYS:
+        return "atoms"
+    return "edges" if key in EDGE_KEYS else "graphs"
 
 
 def species_lookup(elements: Sequence[int]) -> np.ndarray:
@@ -42,55 +52,59 @@ def species_of(numbers: np.ndarray, lookup: np.ndarray) -> np.ndarray:
     return species
 
 
-def collate(
-    structures: Sequence[Structure],
+def assemble(
+    structures: Structures,
     lookup: np.ndarray,
     num_elements: int,
     dtype: torch.dtype = torch.float32,
 ) -> dict[str, Tensor]:
-    """Concatenate structures into one batch dict (see ``physicsml/models/README.md``)."""
-    counts = np.array([len(s["numbers"]) for s in structures], dtype=np.int64)
-    ptr = np.zeros(len(structures) + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
-    numbers = np.concatenate([s["numbers"] for s in structures]).astype(np.int64)
+    """The batch dict of ``structures`` (see ``physicsml/models/README.md``).
+
+    Every loader builds its batches here: the plain one, the pre-batched ones and inference.
+    """
+    counts = structures["counts"].astype(np.int64)
+    num = len(counts)
+    ptr = offsets_of(counts)
+    numbers = structures["numbers"].astype(np.int64)
     species = species_of(numbers, lookup)
-    cells = np.stack([np.asarray(s["cell"], dtype=np.float64).reshape(3, 3) for s in structures])
-    edge_index = np.concatenate(
-        [s["edge_index"] + ptr[g] for g, s in enumerate(structures)], axis=1
-    ).astype(np.int64)
-    edge_graph = np.repeat(
-        np.arange(len(structures)), [s["edge_index"].shape[1] for s in structures]
-    )
-    shifts = np.concatenate([s["shifts"] for s in structures]).astype(np.float64)
+    cells = structures["cell"].astype(np.float64)
+    edge_graph = np.repeat(np.arange(num), structures["edge_counts"].astype(np.int64))
+    edge_index = structures["edge_index"].T.astype(np.int64) + ptr[edge_graph]
+    shifts = structures["shifts"].astype(np.float64)
     cell_shift = np.einsum("ek,ekl->el", shifts, cells[edge_graph]) if len(shifts) else shifts
     species_t = torch.from_numpy(species)
     batch: dict[str, Tensor] = {
-        "coordinates": torch.from_numpy(
-            np.concatenate([s["positions"] for s in structures]).astype(np.float64)
-        ).to(dtype),
+        "coordinates": torch.from_numpy(structures["positions"].astype(np.float64)).to(dtype),
         "atomic_numbers": torch.from_numpy(numbers),
         "species": species_t,
         "node_attrs": torch.nn.functional.one_hot(species_t, num_elements).to(dtype),
         "edge_index": torch.from_numpy(edge_index),
         "cell_shift": torch.from_numpy(cell_shift).to(dtype),
-        "batch": torch.from_numpy(np.repeat(np.arange(len(structures)), counts)),
+        "batch": torch.from_numpy(np.repeat(np.arange(num), counts)),
         "ptr": torch.from_numpy(ptr),
-        "num_graphs": torch.tensor(len(structures)),
+        "num_graphs": torch.tensor(num),
         "cell": torch.from_numpy(cells).to(dtype),
-        "pbc": torch.from_numpy(np.stack([np.asarray(s["pbc"], dtype=bool) for s in structures])),
+        "pbc": torch.from_numpy(structures["pbc"].astype(bool)),
     }
-    first = structures[0]
-    for key in NODE_KEYS + EDGE_KEYS:
-        if key in first:
-            batch[key] = torch.from_numpy(
-                np.concatenate([np.asarray(s[key], dtype=np.float64) for s in structures])
-            ).to(dtype)
-    for key in GRAPH_KEYS:
-        if key in first:
-            batch[key] = torch.from_numpy(
-                np.stack([np.asarray(s[key], dtype=np.float64) for s in structures])
-            ).to(dtype)
+    for key in VALUE_KEYS:
+        if key in structures:
+            batch[key] = torch.from_numpy(structures[key].astype(np.float64)).to(dtype)
     return batch
+
+
+def join(parts: Sequence[Structures]) -> Structures:
+    """The structures of all ``parts``, in order."""
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def collate(
+    parts: Sequence[Structures],
+    lookup: np.ndarray,
+    num_elements: int,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Tensor]:
+    """The batch dict of the structures of all ``parts`` (``assemble`` of their ``join``)."""
+    return assemble(join(parts), lookup, num_elements, dtype)
 
 
 def atoms_to_structure(
@@ -99,7 +113,7 @@ def atoms_to_structure(
     pbc: Sequence[bool] | None = None,
     cell: Sequence[Sequence[float]] | None = None,
     self_interaction: bool = False,
-) -> Structure:
+) -> Structures:
     """Graph of one ``ase.Atoms`` (no targets), with optional global ``pbc``/``cell`` overrides."""
     use_pbc = np.asarray(atoms.pbc if pbc is None else pbc, dtype=bool)
     use_cell = np.asarray(atoms.cell.array if cell is None else cell, dtype=np.float64)
@@ -108,10 +122,12 @@ def atoms_to_structure(
     return {
         "positions": positions,
         "numbers": np.asarray(atoms.numbers, dtype=np.int64),
-        "cell": use_cell,
-        "pbc": use_pbc,
-        "edge_index": np.stack([i, j]),
+        "edge_index": np.stack([i, j], axis=1),
         "shifts": shifts,
+        "counts": np.array([len(positions)]),
+        "edge_counts": np.array([len(i)]),
+        "cell": use_cell.reshape(1, 3, 3),
+        "pbc": use_pbc.reshape(1, 3),
     }
 
 

@@ -6,7 +6,6 @@ Energies are stored in eV and lengths in Å; the source's units are stated by th
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -24,7 +23,11 @@ from ase.data import atomic_numbers, chemical_symbols
 from tqdm.auto import tqdm
 
 from physicsml.data.extxyz import UnsupportedExtxyz, read_extxyz
-from physicsml.data.store import AtomsStore, Frame, write_store
+from physicsml.data.files import file_sha256
+from physicsml.data.frames import atoms_to_frame
+from physicsml.data.store import AtomsStore
+from physicsml.data.store_format import Frame
+from physicsml.data.store_writer import write_store
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +55,6 @@ KNOWN_LABELS: dict[str, tuple[int, int, str]] = {
     "charges": (0, 0, "e"),
     "initial_charges": (0, 0, "e"),
 }
-ATOM_RESULTS = {"forces", "charges", "energies", "stresses", "magmoms"}
-STRUCTURE_RESULTS = {"energy", "free_energy", "stress", "dipole", "magmom"}
-VOIGT_TO_3X3 = np.array([[0, 5, 4], [5, 1, 3], [4, 3, 2]])
-"""Index that turns Voigt ``[xx, yy, zz, yz, xz, xy]`` into a symmetric 3x3 matrix."""
 
 EXTXYZ_SUFFIXES = (".extxyz", ".xyz")
 """Files that ``physicsml.data.extxyz`` reads (falling back to ``ase.io`` where it cannot)."""
@@ -88,70 +87,6 @@ class IngestReport:
             f"{elements}; properties {props or 'none'}) to {store.path} in {self.seconds:.1f} s "
             f"({rate:.0f} structures/s); skipped {self.num_skipped} bad frames"
         )
-
-
-def _numeric(value: np.ndarray) -> bool:
-    return value.dtype.kind in "iuf"  # integers and floats; not bool, complex, str or object
-
-
-def atoms_to_frame(atoms: Any) -> Frame:
-    """Frame of an ``ase.Atoms`` with its labels: ``atoms.calc.results`` plus numeric
-    ``atoms.arrays`` and ``atoms.info`` entries (as float64), under their own names.
-    Voigt stresses become 3x3 matrices."""
-    results = atoms.calc.results if atoms.calc is not None else {}
-    arrays = {k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")}
-    return frame_from_parts(
-        len(atoms),
-        atoms.numbers,
-        atoms.positions,
-        atoms.cell.array,
-        atoms.pbc,
-        results,
-        arrays,
-        atoms.info,
-    )
-
-
-def frame_from_parts(
-    n: int,
-    numbers: Any,
-    positions: Any,
-    cell: Any,
-    pbc: Any,
-    results: dict[str, Any],
-    arrays: dict[str, Any],
-    info: dict[str, Any],
-) -> Frame:
-    """Frame of a structure given as ``ase.Atoms`` holds it (see ``atoms_to_frame``)."""
-    atom_props: dict[str, np.ndarray] = {}
-    structure_props: dict[str, np.ndarray] = {}
-    for name, raw in results.items():
-        value = np.asarray(raw)
-        if not _numeric(value):
-            continue
-        if name in ("stress", "stresses") and value.shape[-1:] == (6,):
-            value = value[..., VOIGT_TO_3X3]
-        per_atom = name in ATOM_RESULTS or (
-            name not in STRUCTURE_RESULTS and value.ndim >= 1 and value.shape[0] == n
-        )
-        (atom_props if per_atom else structure_props)[name] = value
-    for name, raw in arrays.items():
-        value = np.asarray(raw)
-        if _numeric(value):
-            atom_props.setdefault(name, value)
-    for name, raw in info.items():
-        value = np.asarray(raw)
-        if _numeric(value) and name not in atom_props:
-            # Float: a value written as "300" in one comment line may be "300.5" in the next.
-            structure_props.setdefault(name, value.astype(np.float64))
-    return Frame(
-        positions=np.asarray(positions, dtype=np.float64),
-        numbers=np.asarray(numbers, dtype=np.int64),
-        cell=np.asarray(cell, dtype=np.float64),
-        pbc=np.asarray(pbc, dtype=bool),
-        atom_props=atom_props,
-        structure_props=structure_props,
-    )
 
 
 def _convert(frames: Iterable[Frame], energy: float, length: float) -> Iterator[Frame]:
@@ -245,11 +180,6 @@ def _guarded(frames: Iterable[Frame], path: Path) -> Iterator[Frame]:
         index += 1
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def ingest(
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
@@ -304,7 +234,7 @@ def ingest(
         frames = _ani_frames(source_path, h5_energy_key, h5_forces_key or None)
         default_energy = "Hartree"
         source |= {
-            "sha256": _sha256(source_path),
+            "sha256": file_sha256(source_path),
             "reader": "ani-hdf5",
             "energy_key": h5_energy_key,
             "forces_key": h5_forces_key,
@@ -315,7 +245,7 @@ def ingest(
         )
         frames = read_extxyz(source_path) if fast else _ase_frames(source_path, format, index)
         source |= {
-            "sha256": _sha256(source_path),
+            "sha256": file_sha256(source_path),
             "reader": "physicsml.extxyz" if fast else f"ase.io:{format or 'auto'}",
             "index": index,
         }

@@ -1,9 +1,62 @@
-"""Radius neighbour lists with matscipy, translation-invariant for non-periodic directions."""
+"""Radius neighbour lists (matscipy) and their cache in a store (``neighbours/<key>``).
+
+Lists are translation-invariant for non-periodic directions. The cache holds one table per
+set of parameters (cut-off, pbc/cell overrides, self-interaction, algorithm version).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+import zarr
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
+from tqdm.auto import tqdm
+
+from physicsml.data.files import complete, locked, staged, widen, zarr_array
+from physicsml.data.offsets import offsets_of, structure_blocks
+from physicsml.data.store_format import FLUSH_ATOMS, Array, chunks
+
+if TYPE_CHECKING:  # the store's reader imports this module
+    from physicsml.data.store import AtomsStore, StoreData
+
+log = logging.getLogger(__name__)
+
+NEIGHBOUR_VERSION = 1
+"""Bump when the neighbour-list algorithm changes so that old caches are not reused."""
+
+EdgeBlock = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""Edge counts ``[s]``, ``edge_index [2,e]`` int32 and ``shifts [e,3]`` int32 of a block of
+structures."""
+
+
+@dataclass
+class NeighbourTable:
+    """Edges of all structures; edges of structure ``k`` are ``offsets[k]:offsets[k+1]``.
+
+    ``edge_index`` holds local atom indices (``[0]`` centre, ``[1]`` neighbour) and
+    ``shifts`` integer lattice shifts: ``r_ij = x_j - x_i + shifts @ cell``. Both are in
+    memory or, from ``AtomsStore.neighbours(lazy=True)``, zarr arrays read on demand.
+    """
+
+    offsets: np.ndarray
+    edge_index: Array
+    shifts: Array
+
+    def structure(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(edge_index [2,e], shifts [e,3])`` of structure ``k`` as int64."""
+        start, stop = self.offsets[k], self.offsets[k + 1]
+        return (
+            np.asarray(self.edge_index[:, start:stop]).astype(np.int64),
+            np.asarray(self.shifts[start:stop]).astype(np.int64),
+        )
 
 
 def neighbour_list(
@@ -92,3 +145,157 @@ def molecule_neighbour_lists(
         i - starts[edge_owner],
         j - starts[edge_owner],
     )
+
+
+def shift_dtype(shifts: np.ndarray) -> np.dtype:
+    """Smallest signed integer type holding ``shifts``."""
+    largest = int(np.abs(shifts).max()) if shifts.size else 0
+    for dtype in (np.int8, np.int16):
+        if largest <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int32)
+
+
+def store_neighbours(
+    store: AtomsStore,
+    cut_off: float,
+    pbc: Iterable[bool] | None = None,
+    cell: Iterable[Iterable[float]] | np.ndarray | None = None,
+    self_interaction: bool = False,
+    progress: bool = True,
+    lazy: bool = False,
+) -> NeighbourTable:
+    """Neighbour lists of ``store``, cached in it (``AtomsStore.neighbours`` documents it).
+
+    The table is computed once per set of parameters under a lock, written to
+    ``neighbours/<key>`` and read back (as zarr arrays when ``lazy``); a store that is not
+    writable gets it computed in memory.
+    """
+    params: dict[str, Any] = {
+        "cut_off": float(cut_off),
+        "pbc": None if pbc is None else np.asarray(pbc, dtype=bool).reshape(3).tolist(),
+        "cell": None if cell is None else np.asarray(cell, dtype=float).reshape(3, 3).tolist(),
+        "self_interaction": bool(self_interaction),
+        "algorithm_version": NEIGHBOUR_VERSION,
+    }
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+    path = store.path
+    directory = path / "neighbours"
+    cached = _read_table(directory / key, lazy)
+    if cached is not None:
+        return cached
+    blocks = _edge_blocks(store.open_arrays(), params, path.name, progress)
+    if not os.access(path, os.W_OK):
+        log.warning("%s is not writable: neighbour lists are not cached", path)
+        return _concatenate(blocks)
+    directory.mkdir(exist_ok=True)
+    with locked(directory / ".lock"):
+        if not complete(directory / key):
+            zarr.open_group(directory, mode="a", zarr_format=3)
+            with staged(directory / key, directory / f".tmp-{key}-{os.getpid()}") as tmp:
+                _write_table(tmp, blocks, params)
+            log.info(
+                "%s: neighbour lists with cut_off %g cached in %s",
+                path,
+                params["cut_off"],
+                directory / key,
+            )
+    table = _read_table(directory / key, lazy)
+    assert table is not None
+    return table
+
+
+def _edge_blocks(
+    data: StoreData, params: dict[str, Any], name: str, progress: bool
+) -> Iterator[EdgeBlock]:
+    """Edges of consecutive blocks of structures, read from the store block by block."""
+    offsets = data.offsets
+    bar = tqdm(
+        total=len(offsets) - 1,
+        desc=f"neighbour lists (cut_off={params['cut_off']:g}) of {name}",
+        unit=" structures",
+        disable=not progress,
+        mininterval=1.0,
+        delay=2.0,
+    )
+    for k0, k1 in structure_blocks(offsets, FLUSH_ATOMS):
+        block = np.asarray(data.positions[offsets[k0] : offsets[k1]])
+        local = offsets[k0 : k1 + 1] - offsets[k0]
+        block_cells = np.asarray(data.cell[k0:k1])
+        block_pbcs = np.asarray(data.pbc[k0:k1])
+        if params["cell"] is not None:
+            block_cells[:] = np.asarray(params["cell"], dtype=np.float64)
+        if params["pbc"] is not None:
+            block_pbcs[:] = np.asarray(params["pbc"], dtype=bool)
+        bar.update(k1 - k0)
+        if not block_pbcs.any():  # molecules: one matscipy call for the whole block
+            edge_counts, i, j = molecule_neighbour_lists(
+                block, np.diff(local), params["cut_off"], params["self_interaction"]
+            )
+            no_shifts = np.zeros((len(i), 3), np.int32)
+            yield edge_counts, np.stack([i, j]).astype(np.int32), no_shifts
+            continue
+        counts, edges, shifts = [], [], []
+        for k in range(k1 - k0):
+            i, j, s = neighbour_list(
+                block[local[k] : local[k + 1]],
+                block_cells[k],
+                block_pbcs[k],
+                params["cut_off"],
+                params["self_interaction"],
+            )
+            counts.append(len(i))
+            edges.append(np.stack([i, j]).astype(np.int32))
+            shifts.append(s.astype(np.int32))
+        yield (
+            np.asarray(counts, dtype=np.int64),
+            np.concatenate(edges, axis=1),
+            np.concatenate(shifts),
+        )
+    bar.close()
+
+
+def _read_table(path: Path, lazy: bool) -> NeighbourTable | None:
+    if not complete(path):
+        return None
+    group = zarr.open_group(path, mode="r", zarr_format=3)
+    edge_index, shifts = (zarr_array(group, name) for name in ("edge_index", "shifts"))
+    return NeighbourTable(
+        offsets=np.asarray(zarr_array(group, "offsets")[...]),
+        edge_index=edge_index if lazy else np.asarray(edge_index[...]),
+        shifts=shifts if lazy else np.asarray(shifts[...]),
+    )
+
+
+def _concatenate(blocks: Iterable[EdgeBlock]) -> NeighbourTable:
+    """A neighbour table in memory from its blocks."""
+    counts, edges, shifts = zip(*blocks, strict=True)
+    all_shifts = np.concatenate(shifts)
+    return NeighbourTable(
+        offsets_of(np.concatenate(counts)),
+        np.concatenate(edges, axis=1),
+        all_shifts.astype(shift_dtype(all_shifts)),
+    )
+
+
+def _write_table(path: Path, blocks: Iterable[EdgeBlock], params: dict[str, Any]) -> None:
+    """Append the edge blocks to a new zarr group, shifts in the smallest dtype that fits."""
+    group = zarr.open_group(path, mode="w", zarr_format=3)
+    rows = chunks((0, 2), np.int32)[0]
+    edge_index = group.create_array("edge_index", shape=(2, 0), dtype=np.int32, chunks=(2, rows))
+    dtype = np.dtype(np.int8)
+    shifts = group.create_array("shifts", shape=(0, 3), dtype=dtype, chunks=chunks((0, 3), dtype))
+    counts = []
+    for block_counts, block_edges, block_shifts in blocks:
+        counts.append(block_counts)
+        start = edge_index.shape[1]
+        edge_index.resize((2, start + block_edges.shape[1]))
+        edge_index[:, start:] = block_edges
+        if shift_dtype(block_shifts).itemsize > shifts.dtype.itemsize:
+            shifts = widen(group, path, "shifts", shift_dtype(block_shifts))
+        shifts.resize((start + len(block_shifts), 3))
+        shifts[start:] = block_shifts
+    offsets = offsets_of(np.concatenate(counts))
+    group.create_array("offsets", data=offsets, chunks=chunks(offsets.shape, np.int64))
+    group.attrs.update({**params, "num_edges": int(offsets[-1])})
+    group.attrs["complete"] = True

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,11 @@ from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 
 from physicsml.data.dataset import StructureDataset
-from physicsml.data.graph import GRAPH_KEYS, NODE_KEYS, species_of
+from physicsml.data.files import complete, locked, remove, staged, zarr_array
+from physicsml.data.graph import LEVELS, Structures, assemble, level_of
+from physicsml.data.offsets import offsets_of, ranges, structure_blocks
 from physicsml.data.sampler import EpochSampler
-from physicsml.data.store import AtomsStore, _locked, _remove, ranges, structure_blocks
+from physicsml.data.store import AtomsStore
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,6 @@ WRITE_ATOMS = 2**16
 """Atoms gathered and packed at a time while writing a composition: this, not the number of
 structures, sets the memory of the run that builds it."""
 
-ATOM_ARRAYS = ("positions", "numbers", *NODE_KEYS)
-LEVELS = ("atoms", "edges", "graphs")
 Layout = list[tuple[str, int, list[int], str]]
 """Columns of a packed level: ``(name, first column, trailing shape, numpy dtype)``."""
 EDGE_DTYPE = np.dtype(np.int32)
@@ -56,112 +55,19 @@ BatchKey = tuple[str, int]
 """``(composition name, batch number)``: what a pre-batched loader's sampler yields."""
 
 
-def gather(dataset: StructureDataset, items: np.ndarray) -> dict[str, np.ndarray]:
-    """Arrays of dataset items ``items`` concatenated in that order (vectorised ``__getitem__``).
-
-    Per atom: ``positions``, ``numbers``, ``y_node_*``; per edge: ``edge_index [E,2]`` (local
-    to its structure), ``shifts``; per structure: ``counts`` (atoms), ``edge_counts``,
-    ``cell``, ``pbc``, ``graph_attrs``, ``y_graph_*``.
-    """
-    data, table, spec = dataset.data, dataset.neighbours, dataset.targets
-    keys = dataset.indices[np.asarray(items, dtype=np.int64)]
-    num = len(keys)
-    counts = data.offsets[keys + 1] - data.offsets[keys]
-    edge_counts = table.offsets[keys + 1] - table.offsets[keys]
-    atoms = ranges(data.offsets[keys], counts)
-    edges = ranges(table.offsets[keys], edge_counts)
-    out = {
-        "positions": data.positions[atoms],
-        "numbers": data.numbers[atoms],
-        "edge_index": table.edge_index[:, edges].T.copy(),
-        "shifts": table.shifts[edges],
-        "counts": counts,
-        "edge_counts": edge_counts,
-        "cell": data.cell[keys] if dataset.cell is None else np.repeat(dataset.cell[None], num, 0),
-        "pbc": data.pbc[keys] if dataset.pbc is None else np.repeat(dataset.pbc[None], num, 0),
-    }
-    graph = data.structure_props
-    if spec.graph_attrs_cols:
-        out["graph_attrs"] = np.concatenate(
-            [graph[c][keys].reshape(num, -1) for c in spec.graph_attrs_cols], axis=1
-        ).astype(np.float64)
-    if not dataset.with_targets:
-        return out
-    if spec.y_graph_scalars:
-        out["y_graph_scalars"] = np.stack(
-            [graph[c][keys].reshape(num, -1)[:, 0] for c in spec.y_graph_scalars], axis=1
-        ).astype(np.float64)
-    if spec.y_graph_vector:
-        out["y_graph_vector"] = graph[spec.y_graph_vector][keys].astype(np.float64)
-    if spec.y_node_scalars:
-        out["y_node_scalars"] = np.stack(
-            [data.atom_props[c][atoms].reshape(len(atoms)) for c in spec.y_node_scalars], axis=1
-        ).astype(np.float64)
-    if spec.y_node_vector:
-        out["y_node_vector"] = data.atom_props[spec.y_node_vector][atoms].astype(np.float64)
-    return out
-
-
-def assemble(
-    parts: dict[str, np.ndarray], lookup: np.ndarray, num_elements: int, dtype: torch.dtype
-) -> dict[str, Tensor]:
-    """Batch dict of the structures in ``parts`` (``gather`` arrays), equal to ``collate``'s."""
-    counts = parts["counts"].astype(np.int64)
-    num = len(counts)
-    ptr = np.zeros(num + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
-    numbers = parts["numbers"].astype(np.int64)
-    species = species_of(numbers, lookup)
-    cells = parts["cell"].astype(np.float64)
-    edge_graph = np.repeat(np.arange(num), parts["edge_counts"].astype(np.int64))
-    edge_index = parts["edge_index"].T.astype(np.int64) + ptr[edge_graph]
-    shifts = parts["shifts"].astype(np.float64)
-    cell_shift = np.einsum("ek,ekl->el", shifts, cells[edge_graph]) if len(shifts) else shifts
-    species_t = torch.from_numpy(species)
-    batch: dict[str, Tensor] = {
-        "coordinates": torch.from_numpy(parts["positions"].astype(np.float64)).to(dtype),
-        "atomic_numbers": torch.from_numpy(numbers),
-        "species": species_t,
-        "node_attrs": torch.nn.functional.one_hot(species_t, num_elements).to(dtype),
-        "edge_index": torch.from_numpy(edge_index),
-        "cell_shift": torch.from_numpy(cell_shift).to(dtype),
-        "batch": torch.from_numpy(np.repeat(np.arange(num), counts)),
-        "ptr": torch.from_numpy(ptr),
-        "num_graphs": torch.tensor(num),
-        "cell": torch.from_numpy(cells).to(dtype),
-        "pbc": torch.from_numpy(parts["pbc"].astype(bool)),
-    }
-    for key in (*NODE_KEYS, *GRAPH_KEYS):
-        if key in parts:
-            batch[key] = torch.from_numpy(parts[key].astype(np.float64)).to(dtype)
-    return batch
-
-
-def _offsets(counts: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
-def batch_slices(parts: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+def batch_slices(parts: Structures, batch_size: int) -> dict[str, np.ndarray]:
     """Offsets ``[B+1]`` of every batch into the structure, atom and edge axes of ``parts``."""
     graphs = np.append(np.arange(0, len(parts["counts"]), batch_size), len(parts["counts"]))
     return {
         "graphs": graphs,
-        "atoms": _offsets(parts["counts"])[graphs],
-        "edges": _offsets(parts["edge_counts"])[graphs],
+        "atoms": offsets_of(parts["counts"])[graphs],
+        "edges": offsets_of(parts["edge_counts"])[graphs],
     }
 
 
-def _level(name: str) -> str:
-    if name in ATOM_ARRAYS:
-        return "atoms"
-    return "edges" if name in ("edge_index", "shifts") else "graphs"
-
-
-def _select(parts: dict[str, np.ndarray], slices: dict[str, np.ndarray], b: int) -> dict:
+def _select(parts: Structures, slices: dict[str, np.ndarray], b: int) -> Structures:
     return {
-        name: value[slices[_level(name)][b] : slices[_level(name)][b + 1]]
+        name: value[slices[level_of(name)][b] : slices[level_of(name)][b + 1]]
         for name, value in parts.items()
     }
 
@@ -268,7 +174,7 @@ class InMemoryBatches(Dataset[dict[str, Tensor]]):
         if name == self.name:
             return
         self.batches = []  # free the previous composition first
-        parts = gather(self.dataset, items)
+        parts = self.dataset.gather(items)
         slices = batch_slices(parts, self.batch_size)
         self.batches = [
             assemble(_select(parts, slices, b), *self.collate_args)
@@ -287,20 +193,26 @@ class InMemoryBatches(Dataset[dict[str, Tensor]]):
         return {key: value.detach() for key, value in self.batches[b].items()}
 
 
-def cache_key(store: AtomsStore, params: dict[str, Any]) -> str:
-    """Folder name of a pre-batch cache: the store's name and a hash of data and parameters."""
+def _identity(store: AtomsStore) -> dict[str, Any]:
     source = store.attrs.get("source", {})
-    identity = {
-        "version": PREBATCH_VERSION,
+    return {
         "store": str(store.path.resolve()),
         "sha256": source.get("sha256"),
         "created": source.get("created"),
         "num_structures": store.num_structures,
         "num_atoms": store.num_atoms,
-        **params,
     }
+
+
+def cache_key(stores: list[AtomsStore], params: dict[str, Any]) -> str:
+    """Folder name of a pre-batch cache of the concatenation of ``stores``: the first store's
+    name (``+<n>`` more) and a hash of the data and the parameters."""
+    # one store: the key that single-store versions gave, so that their caches stay valid
+    data = _identity(stores[0]) if len(stores) == 1 else {"stores": list(map(_identity, stores))}
+    identity = {"version": PREBATCH_VERSION, **data, **params}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{store.path.stem}-{digest}"
+    more = f"+{len(stores) - 1}" if len(stores) > 1 else ""
+    return f"{stores[0].path.stem}{more}-{digest}"
 
 
 def _chunk_rows(tail: tuple[int, ...], dtype: np.dtype) -> int:
@@ -318,12 +230,10 @@ def write_batches(
     the first one's result.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_name(f"{path.name}.lock")):
-        if _complete(path):
+    with locked(path.with_name(f"{path.name}.lock")):
+        if complete(path):
             return
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        _remove(tmp)
-        try:
+        with staged(path) as tmp:
             root = zarr.open_group(tmp, mode="w", zarr_format=3)
             mean_atoms = dataset.data.offsets[-1] / max(len(dataset.data.offsets) - 1, 1)
             block = max(1, int(WRITE_ATOMS / max(mean_atoms, 1)) // batch_size) * batch_size
@@ -335,7 +245,7 @@ def write_batches(
                 for level in LEVELS:
                     packed, layout[level] = _pack(parts, level)
                     _append(root, level, packed)
-            _remove(tmp / "staging")
+            remove(tmp / "staging")
             slices = batch_slices(
                 {"counts": np.concatenate(counts), "edge_counts": np.concatenate(edge_counts)},
                 batch_size,
@@ -346,17 +256,13 @@ def write_batches(
                 {"num_batches": len(offsets) - 1, "batch_size": batch_size, "layout": layout}
             )
             root.attrs["complete"] = True
-            os.replace(tmp, path)
-        except BaseException:
-            _remove(tmp)
-            raise
     log.info("pre-batched %d structures into %s", len(items), path)
 
 
 def _blocks_in_order(
     dataset: StructureDataset, items: np.ndarray, block: int, staging: Path
-) -> Iterator[dict[str, np.ndarray]]:
-    """``gather`` of ``items[start : start + block]`` for every ``start``, in order.
+) -> Iterator[Structures]:
+    """``dataset.gather`` of ``items[start : start + block]`` for every ``start``, in order.
 
     A dataset whose arrays are on disk (zarr) is not read at random, which would decompress
     the whole store for every block of a shuffled composition, but in two passes: the items
@@ -365,7 +271,7 @@ def _blocks_in_order(
     """
     if isinstance(dataset.data.positions, np.ndarray):
         for start in range(0, len(items), block):
-            yield gather(dataset, items[start : start + block])
+            yield dataset.gather(items[start : start + block])
         return
     staging.mkdir()
     by_key = np.argsort(dataset.indices[items], kind="stable")  # positions in items
@@ -374,9 +280,9 @@ def _blocks_in_order(
         - dataset.data.offsets[dataset.indices[items]]
     )
     layout: dict[str, Layout] = {}
-    for p0, p1 in structure_blocks(_offsets(counts[by_key]), WRITE_ATOMS):
+    for p0, p1 in structure_blocks(offsets_of(counts[by_key]), WRITE_ATOMS):
         positions = by_key[p0:p1]
-        parts = gather(dataset, items[positions])
+        parts = dataset.gather(items[positions])
         for b in np.unique(positions // block):
             chosen = np.flatnonzero(positions // block == b)
             with open(staging / f"{b}.positions", "ab") as handle:
@@ -398,22 +304,22 @@ def _blocks_in_order(
             (staging / f"{b}.{name}").unlink()
 
 
-def _take(parts: dict[str, np.ndarray], structures: np.ndarray) -> dict[str, np.ndarray]:
-    """The ``gather`` arrays of ``parts``' structures ``structures``, in that order."""
+def _take(parts: Structures, structures: np.ndarray) -> Structures:
+    """The structures ``structures`` of ``parts``, in that order."""
     rows = {
-        "atoms": ranges(_offsets(parts["counts"])[structures], parts["counts"][structures]),
+        "atoms": ranges(offsets_of(parts["counts"])[structures], parts["counts"][structures]),
         "edges": ranges(
-            _offsets(parts["edge_counts"])[structures], parts["edge_counts"][structures]
+            offsets_of(parts["edge_counts"])[structures], parts["edge_counts"][structures]
         ),
         "graphs": structures,
     }
-    return {name: value[rows[_level(name)]] for name, value in parts.items()}
+    return {name: value[rows[level_of(name)]] for name, value in parts.items()}
 
 
-def _pack(parts: dict[str, np.ndarray], level: str) -> tuple[np.ndarray, Layout]:
+def _pack(parts: Structures, level: str) -> tuple[np.ndarray, Layout]:
     """The arrays of ``level`` as columns of one array, and their ``(name, column, shape,
     dtype)`` layout."""
-    names = [n for n in parts if _level(n) == level]
+    names = [n for n in parts if level_of(n) == level]
     dtype = EDGE_DTYPE if level == "edges" else np.dtype(np.float64)
     columns = [parts[n].reshape(len(parts[n]), -1) for n in names]
     starts = np.cumsum([0] + [c.shape[1] for c in columns])
@@ -424,7 +330,7 @@ def _pack(parts: dict[str, np.ndarray], level: str) -> tuple[np.ndarray, Layout]
     return np.concatenate(columns, axis=1, dtype=dtype), layout
 
 
-def _unpack(packed: np.ndarray, layout: Layout) -> dict[str, np.ndarray]:
+def _unpack(packed: np.ndarray, layout: Layout) -> Structures:
     out = {}
     for name, column, shape, dtype in layout:
         width = int(np.prod(shape, dtype=np.int64))
@@ -447,18 +353,6 @@ def _append(root: zarr.Group, name: str, value: np.ndarray) -> None:
     start = array.shape[0]
     array.resize((start + len(value), value.shape[1]))
     array[start:] = value
-
-
-def _array(group: zarr.Group, name: str) -> zarr.Array:
-    array = group[name]
-    assert isinstance(array, zarr.Array)
-    return array
-
-
-def _complete(path: Path) -> bool:
-    if not (path / "zarr.json").is_file():
-        return False
-    return bool(zarr.open_group(path, mode="r", zarr_format=3).attrs.get("complete"))
 
 
 @dataclass
@@ -487,9 +381,9 @@ class OnDiskBatches(Dataset[dict[str, Tensor]]):
             self._open.clear()  # one composition at a time
             root = zarr.open_group(self.directory / name, mode="r", zarr_format=3)
             self._open[name] = _OpenComposition(
-                arrays={level: _array(root, level) for level in LEVELS},
+                arrays={level: zarr_array(root, level) for level in LEVELS},
                 slices={
-                    level: np.asarray(_array(root, f"batches/{level}")[...]) for level in LEVELS
+                    level: np.asarray(zarr_array(root, f"batches/{level}")[...]) for level in LEVELS
                 },
                 layout=root.attrs["layout"],  # type: ignore[arg-type]
             )
@@ -498,7 +392,7 @@ class OnDiskBatches(Dataset[dict[str, Tensor]]):
     def __getitem__(self, key: BatchKey) -> dict[str, Tensor]:
         name, b = key
         group = self._group(name)
-        parts: dict[str, np.ndarray] = {}
+        parts: Structures = {}
         for level in LEVELS:
             start, stop = group.slices[level][b : b + 2]
             rows = np.asarray(group.arrays[level][start:stop])

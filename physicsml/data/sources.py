@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
 import os
 from pathlib import Path
 
+from physicsml.data.files import file_sha256, locked
 from physicsml.data.ingest import ingest
 from physicsml.data.store import AtomsStore
 
@@ -17,14 +16,6 @@ log = logging.getLogger(__name__)
 def default_cache_dir() -> Path:
     """``$PHYSICSML_CACHE``, else ``~/.cache/physicsml`` (as in the datamodule schema)."""
     return Path(os.environ.get("PHYSICSML_CACHE", "~/.cache/physicsml")).expanduser()
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def open_source(path: str | Path, cache_dir: str | Path) -> AtomsStore:
@@ -38,9 +29,8 @@ def open_source(path: str | Path, cache_dir: str | Path) -> AtomsStore:
         return AtomsStore(source)
     cache = Path(cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
-    target = cache / f"{source.stem}-{_file_digest(source)}.zarr"
-    with (cache / f"{target.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    target = cache / f"{source.stem}-{file_sha256(source)[:16]}.zarr"
+    with locked(cache / f"{target.name}.lock"):
         if not target.exists():
             log.info("ingesting %s into %s", source, target)
             ingest(source, target, progress=True)

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from physicsml.data.store import FLUSH_ATOMS, NeighbourTable, StoreData, ranges, structure_blocks
+from physicsml.data.neighbours import NeighbourTable
+from physicsml.data.offsets import offsets_of, ranges, structure_blocks
+from physicsml.data.store import StoreData
+from physicsml.data.store_format import FLUSH_ATOMS
 
 CHUNK_STRUCTURES = 65536
 """Structures whose offsets are read at a time: memory does not grow with the split."""
@@ -107,7 +110,7 @@ def _blocks(
     for start in range(0, len(indices), CHUNK_STRUCTURES):  # no array as long as the split
         chunk = indices[start : start + CHUNK_STRUCTURES]
         counts = data.offsets[chunk + 1] - data.offsets[chunk]
-        for p0, p1 in structure_blocks(np.concatenate([[0], np.cumsum(counts)]), FLUSH_ATOMS):
+        for p0, p1 in structure_blocks(offsets_of(counts), FLUSH_ATOMS):
             keys = chunk[p0:p1]
             rows = ranges(data.offsets[keys], counts[p0:p1])
             owner = np.repeat(np.arange(p1 - p0), counts[p0:p1])

@@ -10,16 +10,41 @@ from typing import Any, cast
 import lightning as L
 import numpy as np
 import torch
-from hydra.utils import get_class
 from torch import Tensor
 
 from physicsml.config.errors import ConfigError
+from physicsml.config.registry import architecture_class
 from physicsml.models.utils import scatter_sum
+from physicsml.saved_model import SPEC_KEY, ModelSpec
 
 TARGET_KINDS = ("y_graph_scalars", "y_graph_vector", "y_node_scalars", "y_node_vector")
 
 
-def _names(targets: dict[str, Any], kind: str) -> list[str]:
+def _reference_energies(spec: ModelSpec) -> Tensor:
+    """E0 per element: ``training["reference_energies"]`` when given (every element of the
+    data), else the least-squares fit of the training split."""
+    elements = spec.elements
+    given: dict[Any, float] | None = spec.training.get("reference_energies")
+    if not given:
+        fitted = torch.tensor(spec.statistics["reference_energies"], dtype=torch.float64)
+        return torch.nn.functional.pad(fitted, (0, spec.num_elements - len(fitted)))
+    given = {int(z): float(e) for z, e in given.items()}
+    unknown = sorted(set(given) - set(elements))
+    missing = sorted(set(elements) - set(given))
+    if unknown or missing:
+        problem = f"elements {unknown} are not in the data" if unknown else f"{missing} missing"
+        raise ConfigError(
+            f"module.reference_energies: {problem}; give one energy (eV) for each of the "
+            f"data's elements {elements}, or leave it empty to fit them"
+        )
+    reference = torch.zeros(spec.num_elements, dtype=torch.float64)
+    for z, e in given.items():
+        reference[elements.index(z)] = e
+    return reference
+
+
+def target_names(targets: dict[str, Any], kind: str) -> list[str]:
+    """The data's names of target ``kind`` (``y_graph_scalars``...) as a list."""
     value = targets.get(kind)
     if value is None:
         return []
@@ -29,27 +54,26 @@ def _names(targets: dict[str, Any], kind: str) -> list[str]:
 class PotentialModule(L.LightningModule):
     """Wraps an architecture into an interatomic potential.
 
-    ``module`` is the resolved module config (``ModuleConfig`` as a plain dict) and ``data``
-    what the data determine: ``elements``, ``num_elements``, ``cut_off``, ``targets`` (the
-    datamodule's ``y_*`` names), ``statistics`` (``DataStatistics.as_dict()``) and ``graph``
-    (neighbour-list settings, kept so that inference builds the same graphs). Both are plain
-    containers, saved as hyperparameters, so checkpoints load with ``weights_only=True``.
+    ``spec`` (a :class:`~physicsml.saved_model.ModelSpec`) names the architecture and its
+    hyperparameters, the training settings and what the data determine; it is the module's
+    only hyperparameter (plain containers), so checkpoints load with ``weights_only=True``.
 
-    The energy (first ``y_graph_scalars`` column) is ``sum_i scale * e_i + E0[Z_i]``; forces
-    are ``-dE/dx`` by autograd when ``compute_forces`` is set (also in validation).
+    The energy is ``sum_i scale * e_i + E0[Z_i]``, reported as the first ``y_graph_scalars``
+    column; forces are ``-dE/dx`` by autograd when ``compute_forces`` is set (also in
+    validation). Without an energy column the energy is still the model's, unsupervised:
+    a potential may be trained on forces alone.
     """
 
-    def __init__(self, module: dict[str, Any], data: dict[str, Any]) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.module_config = module
-        self.targets = data["targets"]
-        self.compute_forces = bool(module.get("compute_forces", False))
-        self.graph_scalar_names = _names(self.targets, "y_graph_scalars")
-        self.node_scalar_names = _names(self.targets, "y_node_scalars")
-        stats = data["statistics"]
-        model_config = dict(module["model"])
-        model_class = get_class(model_config.pop("_target_"))
+        self.save_hyperparameters({SPEC_KEY: spec.as_dict()})
+        self.spec = spec
+        self.module_config = spec.training
+        self.targets = spec.targets
+        self.compute_forces = bool(self.module_config.get("compute_forces", False))
+        self.graph_scalar_names = target_names(self.targets, "y_graph_scalars")
+        self.node_scalar_names = target_names(self.targets, "y_node_scalars")
+        stats = spec.statistics
         heads = {
             "num_node_scalars": len(self.node_scalar_names),
             "node_vector": bool(self.targets.get("y_node_vector")) and not self.compute_forces,
@@ -57,28 +81,18 @@ class PotentialModule(L.LightningModule):
             "num_graph_scalars": max(len(self.graph_scalar_names) - 1, 0),
             "num_graph_attrs": len(self.targets.get("graph_attrs_cols") or []),
         }
-        self.model = model_class(
-            num_elements=int(data["num_elements"]),
-            cut_off=float(data["cut_off"]),
+        self.model = architecture_class(spec.architecture)(
+            num_elements=spec.num_elements,
+            cut_off=float(spec.graph.cut_off),
             avg_num_neighbours=float(stats["avg_num_neighbours"]),
             **{k: v for k, v in heads.items() if v},
-            **model_config,
+            **spec.hyperparameters,
         )
-        reference = torch.zeros(int(data["num_elements"]), dtype=torch.float64)
-        given: dict[Any, float] | None = module.get("reference_energies")
-        elements = [int(z) for z in data["elements"]]
-        if given:
-            for z, e in given.items():
-                reference[elements.index(int(z))] = float(e)
-        else:
-            reference[: len(stats["reference_energies"])] = torch.tensor(
-                stats["reference_energies"], dtype=torch.float64
-            )
-        scale = module.get("energy_scale") or stats["energy_scale"]
-        self.register_buffer("reference_energies", reference.float())
+        self.register_buffer("reference_energies", _reference_energies(spec).float())
+        scale = self.module_config.get("energy_scale") or stats["energy_scale"]
         self.register_buffer("energy_scale", torch.tensor(float(scale)))
         self.losses = {
-            kind: self._make_loss(module.get(f"{kind}_loss"), kind)
+            kind: self._make_loss(self.module_config.get(f"{kind}_loss"), kind)
             for kind in TARGET_KINDS
             if self.targets.get(kind)
         }
@@ -95,34 +109,38 @@ class PotentialModule(L.LightningModule):
         return loss_class(**config.get("config", {})), float(config.get("weight", 1.0))
 
     # -- forward -------------------------------------------------------------------
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Predictions for every configured target kind (forces under ``y_node_vector``)."""
-        if self.compute_forces:
+    def forward(self, batch: dict[str, Tensor], forces: bool | None = None) -> dict[str, Tensor]:
+        """Predictions for every configured target kind, plus ``energy`` ([graphs], eV) and,
+        when ``forces`` (default: ``compute_forces``), ``forces`` (-dE/dx, [atoms, 3])."""
+        want_forces = self.compute_forces if forces is None else forces
+        if want_forces:
             batch["coordinates"].requires_grad_(True)
         out = self.model(batch)
         num_graphs = batch["ptr"].numel() - 1
-        preds: dict[str, Tensor] = {}
+        reference = cast(Tensor, self.reference_energies)
+        node_energy = (
+            self.energy_scale * out["node_energy"]
+            + reference.to(out["node_energy"].dtype)[batch["species"]]
+        )
+        energy = scatter_sum(node_energy, batch["batch"], num_graphs)
+        preds: dict[str, Tensor] = {"energy": energy}
         if self.graph_scalar_names:
-            reference = cast(Tensor, self.reference_energies)
-            node_energy = (
-                self.energy_scale * out["node_energy"]
-                + reference.to(out["node_energy"].dtype)[batch["species"]]
-            )
-            energy = scatter_sum(node_energy, batch["batch"], num_graphs)
             columns = [energy.unsqueeze(-1)]
             if len(self.graph_scalar_names) > 1:
                 columns.append(out["graph_scalars"])
             preds["y_graph_scalars"] = torch.cat(columns, dim=-1)
-            if self.compute_forces:
-                (grad,) = torch.autograd.grad(
-                    energy.sum(), batch["coordinates"], create_graph=self.training
-                )
-                preds["y_node_vector"] = -grad
+        if want_forces:
+            (grad,) = torch.autograd.grad(
+                energy.sum(), batch["coordinates"], create_graph=self.training
+            )
+            preds["forces"] = -grad
         for kind in ("y_node_scalars", "y_graph_vector"):
             if self.targets.get(kind):
                 preds[kind] = out[kind]
-        if self.targets.get("y_node_vector") and not self.compute_forces:
-            preds["y_node_vector"] = out["y_node_vector"]
+        if self.targets.get("y_node_vector"):
+            preds["y_node_vector"] = (
+                preds["forces"] if self.compute_forces else out["y_node_vector"]
+            )
         return preds
 
     # -- steps -------------------------------------------------------------------

@@ -14,12 +14,12 @@ import pytest
 from ase import units
 
 from physicsml.cli.ingest import main
-from physicsml.data import ingest as ingest_module
+from physicsml.data import extxyz as extxyz_module
 from physicsml.data.ingest import IngestError, ingest
 from physicsml.data.store import AtomsStore, StoreData
+from tests.structures import ASPIRIN, ETHANOL, write_ani_h5, write_extxyz
 
-DATA = Path("/work/shared/data")
-ANI = DATA / "ani1x/ani1x_subset.h5"
+MOLECULES = {"ethanol": ETHANOL, "aspirin": ASPIRIN}
 
 BAD_XYZ = """2
 Properties=species:S:1:pos:R:3:forces:R:3 energy=1.0 dipole="0 0 1" pbc="F F F"
@@ -42,6 +42,12 @@ Properties=species:S:1:pos:R:3:forces:R:3 energy=4.0 dipole="0 0 1" pbc="F F F"
 H 0 0 0 0 0 1
 H 0 0 0.78 0 0 -1
 """
+
+
+@pytest.fixture(scope="module")
+def ani(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small ANI-1x-style HDF5 file (energies and forces in Hartree units)."""
+    return write_ani_h5(tmp_path_factory.mktemp("ani") / "ani.h5")
 
 
 def structure(data: StoreData, k: int) -> slice:
@@ -74,14 +80,13 @@ def assert_equal_to_ase(store: AtomsStore, path: Path) -> None:
                 np.testing.assert_array_equal(data.structure_props[name][k], value)
 
 
-@pytest.mark.parametrize(
-    "name", ["md_xtb/ethanol.extxyz", "md_xtb/aspirin.extxyz", "emt_bulk/cu_bulk.extxyz"]
-)
+@pytest.mark.parametrize("name", ["ethanol", "aspirin", "cu_bulk"])
 def test_extxyz_equals_ase(tmp_path: Path, name: str) -> None:
-    report = ingest(DATA / name, tmp_path / "s.zarr")
+    path = MOLECULES.get(name) or write_extxyz(tmp_path, name)
+    report = ingest(path, tmp_path / "s.zarr")
     store = report.store
     assert report.num_skipped == 0
-    assert_equal_to_ase(store, DATA / name)
+    assert_equal_to_ase(store, path)
     props = store.properties
     assert props["energy"] == {"level": "structure", "shape": [], "unit": "eV"}
     assert props["forces"] == {"level": "atom", "shape": [3], "unit": "eV/Å"}
@@ -92,26 +97,27 @@ def test_extxyz_equals_ase(tmp_path: Path, name: str) -> None:
         assert props["dipole"]["unit"] == "e·Å" and props["charges"]["unit"] == "e"
     assert store.attrs["units"]["energy"] == "eV"
     source = store.attrs["source"]
-    assert source["path"] == str(DATA / name) and len(source["sha256"]) == 64
+    assert source["path"] == str(path) and len(source["sha256"]) == 64
     assert "structures" in report.summary() and str(store.path) in report.summary()
 
 
 def test_slab_mixed_pbc_and_tags(tmp_path: Path) -> None:
-    store = ingest(DATA / "emt_bulk/cu111_slab.extxyz", tmp_path / "s.zarr").store
-    assert_equal_to_ase(store, DATA / "emt_bulk/cu111_slab.extxyz")
+    path = write_extxyz(tmp_path, "cu111_slab")
+    store = ingest(path, tmp_path / "s.zarr").store
+    assert_equal_to_ase(store, path)
     data = store.load()
     assert (data.pbc == [True, True, False]).all()
     assert data.atom_props["tags"].dtype == np.int64 and "stress" not in store.properties
 
 
-def test_ani_hdf5_hartree_to_ev(tmp_path: Path) -> None:
-    store = ingest(ANI, tmp_path / "s.zarr").store
-    assert store.num_structures == 96
+def test_ani_hdf5_hartree_to_ev(tmp_path: Path, ani: Path) -> None:
+    store = ingest(ani, tmp_path / "s.zarr").store
+    assert store.num_structures == 9
     assert store.elements == [1, 6, 7, 8]
     assert store.attrs["units"]["source_energy"] == "Hartree"
     assert store.attrs["source"]["energy_key"] == "wb97x_dz.energy"
     data = store.load()
-    with h5py.File(ANI) as handle:
+    with h5py.File(ani) as handle:
         first = handle[next(iter(handle))]
         np.testing.assert_array_equal(data.numbers[structure(data, 1)], first["atomic_numbers"])
         np.testing.assert_allclose(data.positions[structure(data, 1)], first["coordinates"][1])
@@ -122,9 +128,9 @@ def test_ani_hdf5_hartree_to_ev(tmp_path: Path) -> None:
         tz = np.concatenate([g["wb97x_tz.energy"][()] for g in handle.values()])
     assert 27.2 < data.structure_props["energy"][1] / (energy / units.Hartree) < 27.22
     with pytest.raises(IngestError, match=r"frame \d+: 'energy' is not finite"):
-        ingest(ANI, tmp_path / "tz.zarr", h5_energy_key="wb97x_tz.energy")
+        ingest(ani, tmp_path / "tz.zarr", h5_energy_key="wb97x_tz.energy")
     report = ingest(
-        ANI,
+        ani,
         tmp_path / "tz.zarr",
         h5_energy_key="wb97x_tz.energy",
         h5_forces_key=None,
@@ -135,11 +141,11 @@ def test_ani_hdf5_hartree_to_ev(tmp_path: Path) -> None:
     assert report.num_skipped == np.isnan(tz).sum() > 0
     np.testing.assert_array_equal(report.store.load().structure_props["energy"], tz[~np.isnan(tz)])
     with pytest.raises(IngestError, match="has no dataset 'nope'"):
-        ingest(ANI, tmp_path / "x.zarr", h5_energy_key="nope")
+        ingest(ani, tmp_path / "x.zarr", h5_energy_key="nope")
 
 
 def test_units_conversion(tmp_path: Path) -> None:
-    path = DATA / "md_xtb/ethanol.extxyz"
+    path = ETHANOL
     store = ingest(
         path, tmp_path / "s.zarr", index=":5", energy_unit="kcal/mol", length_unit="Bohr"
     ).store
@@ -160,7 +166,8 @@ def test_units_conversion(tmp_path: Path) -> None:
 
 
 def test_store_input_is_copied(tmp_path: Path) -> None:
-    first = ingest(DATA / "emt_bulk/cu111_slab.extxyz", tmp_path / "a.zarr", index="::20").store
+    slab = write_extxyz(tmp_path, "cu111_slab")
+    first = ingest(slab, tmp_path / "a.zarr", index="::2").store
     copy = ingest(first.path, tmp_path / "b.zarr").store
     a, b = first.load(), copy.load()
     for name in ("offsets", "positions", "numbers", "cell", "pbc"):
@@ -185,10 +192,10 @@ def test_bad_frames(tmp_path: Path) -> None:
 
 
 def test_interrupted_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = DATA / "md_xtb/ethanol.extxyz"
+    path = ETHANOL
     out = tmp_path / "out.zarr"
     old = ingest(path, out, index=":3").store.load()
-    convert = ingest_module.frame_from_parts
+    convert = extxyz_module.frame_from_parts
     calls = iter(range(10**6))
 
     def dying(*parts: Any) -> Any:
@@ -196,7 +203,7 @@ def test_interrupted_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             raise RuntimeError("disk on fire")
         return convert(*parts)
 
-    monkeypatch.setattr(ingest_module, "frame_from_parts", dying)
+    monkeypatch.setattr(extxyz_module, "frame_from_parts", dying)
     with pytest.raises(IngestError, match="ethanol.extxyz: cannot read frame 50: .*disk on fire"):
         ingest(path, out, overwrite=True)
     np.testing.assert_array_equal(AtomsStore(out).load().positions, old.positions)

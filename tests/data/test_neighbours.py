@@ -17,11 +17,13 @@ from ase import Atoms
 from ase.build import bulk
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from physicsml.data import store as store_module
+from physicsml.data import neighbours as neighbours_module
 from physicsml.data.neighbours import neighbour_list
-from physicsml.data.store import AtomsStore, Frame, write_store
+from physicsml.data.store import AtomsStore
+from physicsml.data.store_format import Frame
+from physicsml.data.store_writer import write_store
+from tests.structures import ASPIRIN, ETHANOL, cu111_slab, cu_bulk, cu_triclinic
 
-DATA = Path("/work/shared/data")
 CUT_OFF = 5.0
 
 
@@ -45,12 +47,14 @@ def read(path: Path, index: int) -> Atoms:
 def cases() -> dict[str, Atoms]:
     rattled = bulk("Cu", "fcc", a=3.6)  # one atom: it only sees its own images
     rattled.positions += 0.05
+    cubic, sheared = cu_bulk(2)
     return {
-        "ethanol": read(DATA / "md_xtb/ethanol.extxyz", 0),
-        "aspirin": read(DATA / "md_xtb/aspirin.extxyz", 7),
-        "cu_bulk": read(DATA / "emt_bulk/cu_bulk.extxyz", 0),
-        "cu_bulk_sheared": read(DATA / "emt_bulk/cu_bulk.extxyz", 1),
-        "cu111_slab": read(DATA / "emt_bulk/cu111_slab.extxyz", 0),
+        "ethanol": read(ETHANOL, 0),
+        "aspirin": read(ASPIRIN, 7),
+        "cu_bulk": cubic,
+        "cu_bulk_sheared": sheared,
+        "cu_triclinic": cu_triclinic(1)[0],
+        "cu111_slab": cu111_slab(1)[0],
         "primitive_cu": rattled,
         "small_triclinic": small_triclinic(),
         "wire": wire(),
@@ -132,11 +136,11 @@ def test_molecule_blocks_match_ase(
 ) -> None:
     """Blocks of molecules take one matscipy call each: the same edges, structure by
     structure, as ASE gives, also across block boundaries."""
-    molecules = [read(DATA / "md_xtb/ethanol.extxyz", k) for k in range(0, 40, 4)]
-    molecules += [read(DATA / "md_xtb/aspirin.extxyz", k) for k in range(0, 40, 4)]
+    molecules = [read(ETHANOL, k) for k in range(0, 40, 4)]
+    molecules += [read(ASPIRIN, k) for k in range(0, 40, 4)]
     molecules += [Atoms("H", positions=[[5.0, 5.0, 5.0]])]  # a lone atom: no edges
     store = write_store(tmp_path / "m.zarr", map(frame, molecules), source={}, units={})
-    monkeypatch.setattr(store_module, "FLUSH_ATOMS", 50)  # blocks of 2-6 molecules
+    monkeypatch.setattr(neighbours_module, "FLUSH_ATOMS", 50)  # blocks of 2-6 molecules
     table = store.neighbours(CUT_OFF, self_interaction=self_interaction, progress=False)
     for k, atoms in enumerate(molecules):
         edge_index, shifts = table.structure(k)
@@ -145,13 +149,13 @@ def test_molecule_blocks_match_ase(
 
 def test_cache_is_computed_once(mixed_store: AtomsStore, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    original = store_module.neighbour_list
+    original = neighbours_module.neighbour_list
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(store_module, "neighbour_list", counting)
+    monkeypatch.setattr(neighbours_module, "neighbour_list", counting)
     first = mixed_store.neighbours(CUT_OFF, progress=False)
     assert len(calls) == len(CASES)
     keys = [p for p in (mixed_store.path / "neighbours").iterdir() if p.is_dir()]
@@ -174,14 +178,14 @@ def test_cache_is_computed_once(mixed_store: AtomsStore, monkeypatch: pytest.Mon
 
 def _worker(path: str, markers: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Wait for the other worker, then ask for the neighbour lists (slowed down)."""
-    original = store_module.molecule_neighbour_lists  # molecules: one call per block
+    original = neighbours_module.molecule_neighbour_lists  # molecules: one call per block
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         (Path(markers) / f"computed-{os.getpid()}").touch()
         time.sleep(0.5)
         return original(*args, **kwargs)
 
-    store_module.molecule_neighbour_lists = slow
+    neighbours_module.molecule_neighbour_lists = slow
     (Path(markers) / f"ready-{os.getpid()}").touch()
     while len(list(Path(markers).glob("ready-*"))) < 2:
         time.sleep(0.01)
@@ -190,7 +194,7 @@ def _worker(path: str, markers: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def test_concurrent_processes_share_one_cache(tmp_path: Path) -> None:
-    molecules = list(ase.io.iread(DATA / "md_xtb/ethanol.extxyz", ":300"))
+    molecules = list(ase.io.iread(ETHANOL, ":300"))
     store = write_store(tmp_path / "s.zarr", map(frame, molecules), source={}, units={})
     markers = tmp_path / "markers"
     markers.mkdir()

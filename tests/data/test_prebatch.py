@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from physicsml.config.schema import BatchConfig, DataModuleConfig, PreBatch, SplitConfig
 from physicsml.config.errors import ConfigError
+from physicsml.config.schema import BatchConfig, DataModuleConfig, PreBatch, SplitConfig
 from physicsml.data.datamodule import AtomsDataModule
 from physicsml.inference import load_module
 from physicsml.train import train

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 import zarr
 
-from physicsml.data import store as store_module
-from physicsml.data.store import AtomsStore, Frame, NeighbourTable, StoreError, write_store
+from physicsml.data import neighbours as neighbours_module
+from physicsml.data import store_format, store_writer
+from physicsml.data.neighbours import NeighbourTable
+from physicsml.data.store import AtomsStore
+from physicsml.data.store_format import Frame, StoreError
+from physicsml.data.store_writer import write_store
 
 SOURCE = {"path": "test", "sha256": "0", "reader": "test", "created": "now"}
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å"}
@@ -82,8 +86,8 @@ def test_round_trip_and_attrs(tmp_path: Path) -> None:
 
 
 def test_appends_in_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "FLUSH_ATOMS", 7)
-    monkeypatch.setattr(store_module, "CHUNK_BYTES", 256)
+    monkeypatch.setattr(store_writer, "FLUSH_ATOMS", 7)
+    monkeypatch.setattr(store_format, "CHUNK_BYTES", 256)
     frames = random_frames(40, seed=1)
     assert_matches(write_store(tmp_path / "s.zarr", iter(frames), source=SOURCE, units={}), frames)
 
@@ -96,7 +100,7 @@ def interrupted(frames: list[Frame], at: int) -> Iterator[Frame]:
 
 
 def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "FLUSH_ATOMS", 7)  # some blocks are on disk already
+    monkeypatch.setattr(store_writer, "FLUSH_ATOMS", 7)  # some blocks are on disk already
     path = tmp_path / "s.zarr"
     with pytest.raises(RuntimeError, match="reader died"):
         write_store(path, interrupted(random_frames(30), 20), source=SOURCE, units={})
@@ -188,7 +192,7 @@ def test_neighbours_written_in_blocks_widen_shifts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Blocks of molecules (int8 shifts), then a wire of period 0.03 Å (shifts up to 166)."""
-    monkeypatch.setattr(store_module, "FLUSH_ATOMS", 4)
+    monkeypatch.setattr(neighbours_module, "FLUSH_ATOMS", 4)
     frames = random_frames(9, seed=3)
     wire = Frame(
         np.zeros((1, 3)), np.array([6]), np.diag([0.0, 0.0, 0.03]), np.array([0, 0, 1]) > 0
@@ -205,7 +209,7 @@ def test_neighbours_written_in_blocks_widen_shifts(
     _, shifts = table.structure(9)
     assert sorted(shifts[:, 2].tolist()) == [s for s in range(-166, 167) if s]
     for k, frame in enumerate(frames):
-        i, j, s = store_module.neighbour_list(frame.positions, frame.cell, frame.pbc, 5.0)
+        i, j, s = neighbours_module.neighbour_list(frame.positions, frame.cell, frame.pbc, 5.0)
         edge_index, shifts = lazy.structure(k)
         np.testing.assert_array_equal(edge_index, np.stack([i, j]))
         np.testing.assert_array_equal(shifts, s)

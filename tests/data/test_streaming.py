@@ -14,7 +14,9 @@ from physicsml.data import prebatch as prebatch_module
 from physicsml.data import statistics as statistics_module
 from physicsml.data.datamodule import AtomsDataModule
 from physicsml.data.statistics import compute_statistics
-from physicsml.data.store import AtomsStore, Frame, StoreData, write_store
+from physicsml.data.store import AtomsStore, StoreData
+from physicsml.data.store_format import Frame
+from physicsml.data.store_writer import write_store
 from tests.data.test_prebatch import make_datamodule
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -12,8 +10,7 @@ from ase.io import read
 
 from physicsml.data.graph import atoms_to_batch
 from physicsml.models.utils import scatter_sum
-
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from tests.structures import ASPIRIN, ETHANOL, cu_vacancy
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -55,14 +52,13 @@ class ModelPhysicsTests:
 
     @pytest.fixture
     def molecules(self) -> list[Atoms]:
-        frames = read(SHARED_DATA / "md_xtb" / "ethanol.extxyz", "0:40:20")
-        frames += read(SHARED_DATA / "md_xtb" / "aspirin.extxyz", "0:1")
+        frames = read(ETHANOL, "0:40:20")
+        frames += read(ASPIRIN, "0:1")
         return frames
 
     @pytest.fixture
     def bulk(self) -> Atoms:
-        atoms = read(SHARED_DATA / "emt_bulk" / "cu_vacancy.extxyz", 0)
-        return atoms
+        return cu_vacancy(1)[0]
 
     # -- tests ---------------------------------------------------------------
     def test_rebuilt_model_matches(self, molecules: list[Atoms]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 
 import numpy as np
 import pytest
@@ -13,8 +12,9 @@ from ase import Atoms
 from ase.io import read
 
 from physicsml.data.graph import atoms_to_batch
-from physicsml.models.allegro import Allegro, AllegroConfig
-from tests.models.physics import SHARED_DATA, ModelPhysicsTests, random_rotation
+from physicsml.models.allegro import Allegro
+from tests.models.physics import ModelPhysicsTests, random_rotation
+from tests.structures import ASPIRIN, ETHANOL
 
 ELEMENTS = (1, 6, 8, 29)
 CUT_OFF = 4.0
@@ -83,8 +83,8 @@ class TestAllegroPerLayerCutoffsPhysics(ModelPhysicsTests):
 
 @pytest.fixture
 def molecules() -> list[Atoms]:
-    frames = read(SHARED_DATA / "md_xtb" / "ethanol.extxyz", "0:40:20")
-    return frames + read(SHARED_DATA / "md_xtb" / "aspirin.extxyz", "0:1")
+    frames = read(ETHANOL, "0:40:20")
+    return frames + read(ASPIRIN, "0:1")
 
 
 def _batch(atoms_list: list[Atoms]) -> dict[str, torch.Tensor]:
@@ -110,10 +110,8 @@ def test_scalar_heads_shapes_and_invariance(molecules: list[Atoms]) -> None:
         torch.testing.assert_close(out_rot[key], out[key])
 
 
-@pytest.mark.parametrize(
-    "head", [{"node_vector": True}, {"graph_vector": True}, {"num_edge_scalars": 1}]
-)
-def test_rejects_vector_and_edge_heads(head: dict[str, object]) -> None:
+@pytest.mark.parametrize("head", [{"node_vector": True}, {"graph_vector": True}])
+def test_rejects_vector_heads(head: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="Allegro cannot predict"):
         small_allegro(**head)
 
@@ -152,11 +150,3 @@ def test_peer_parameter_count_structure() -> None:
     )
     assert [t.num_scalar_paths for t in model.tps] == [3, 3]
     assert count_parameters(model) == 118_088
-
-
-def test_config_defaults_match_constructor() -> None:
-    params = inspect.signature(Allegro).parameters
-    for name, value in vars(AllegroConfig()).items():
-        if name != "_target_":
-            default = params[name].default
-            assert (list(default) if isinstance(default, tuple) else default) == value, name

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,13 +12,14 @@ from ase.io import read
 from e3nn import o3
 
 from physicsml.data.graph import atoms_to_batch
-from physicsml.models.mace import MACE, MACEConfig
+from physicsml.models.mace import MACE
 from physicsml.models.mace.symmetric_contraction import (
     NodeBlocks,
     SymmetricContraction,
     symmetric_basis,
 )
-from tests.models.physics import SHARED_DATA, ModelPhysicsTests, random_rotation
+from tests.models.physics import ModelPhysicsTests, random_rotation
+from tests.structures import ASPIRIN
 
 SMALL: dict[str, Any] = {
     "hidden_irreps": "8x0e + 8x1o",
@@ -54,7 +53,7 @@ class TestMACEPhysics(ModelPhysicsTests):
 
 @pytest.fixture
 def molecules() -> list:
-    frames = read(SHARED_DATA / "md_xtb" / "aspirin.extxyz", "0:2")
+    frames = read(ASPIRIN, "0:2")
     assert isinstance(frames, list)
     return frames
 
@@ -110,8 +109,6 @@ def test_last_layer_keeps_vectors_only_when_needed() -> None:
 
 
 def test_unsupported_heads_raise() -> None:
-    with pytest.raises(ValueError, match="y_edge_scalars"):
-        MACE(num_elements=3, cut_off=4.0, avg_num_neighbours=10.0, num_edge_scalars=1, **SMALL)
     with pytest.raises(ValueError, match="graph_attrs"):
         MACE(num_elements=3, cut_off=4.0, avg_num_neighbours=10.0, num_graph_attrs=2, **SMALL)
     with pytest.raises(ValueError, match="hidden_irreps"):
@@ -212,16 +209,6 @@ def test_parameter_layout_matches_mace_torch() -> None:
     product = sum(p.numel() for name, p in model.named_parameters() if "contraction" in name)
     assert product == 3 * 32 * (13 + 16 + 13)
     assert count_parameters(model) - product == 93_520 - 3 * 32 * 114
-
-
-def test_config_mirrors_constructor() -> None:
-    fields = {f.name: f for f in dataclasses.fields(MACEConfig)}
-    assert fields.pop("_target_").default == "physicsml.models.mace.MACE"
-    params = inspect.signature(MACE).parameters
-    for name, f in fields.items():
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        expected = params[name].default
-        assert default == (expected if expected is not None else [64, 64, 64]), name
 
 
 def test_symmetric_basis_does_not_depend_on_threads() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 
 import numpy as np
 import pytest
@@ -13,8 +12,9 @@ from ase import Atoms
 from ase.io import read
 
 from physicsml.data.graph import atoms_to_batch
-from physicsml.models.nequip import NequIP, NequIPConfig
-from tests.models.physics import SHARED_DATA, ModelPhysicsTests, random_rotation
+from physicsml.models.nequip import NequIP
+from tests.models.physics import ModelPhysicsTests, random_rotation
+from tests.structures import ASPIRIN, ETHANOL
 
 ELEMENTS = (1, 6, 8, 29)
 CUT_OFF = 4.0
@@ -56,8 +56,8 @@ class TestNequIPPhysics(ModelPhysicsTests):
 
 @pytest.fixture
 def molecules() -> list[Atoms]:
-    frames = read(SHARED_DATA / "md_xtb" / "ethanol.extxyz", "0:40:20")
-    return frames + read(SHARED_DATA / "md_xtb" / "aspirin.extxyz", "0:1")
+    frames = read(ETHANOL, "0:40:20")
+    return frames + read(ASPIRIN, "0:1")
 
 
 def _batch(atoms_list: list[Atoms]) -> dict[str, torch.Tensor]:
@@ -90,9 +90,7 @@ def test_heads_shapes_and_symmetry(molecules: list[Atoms]) -> None:
         torch.testing.assert_close(out_rot[key], out[key] @ r.T)
 
 
-def test_rejects_edge_scalars_and_graph_attrs() -> None:
-    with pytest.raises(ValueError, match="y_edge_scalars"):
-        small_nequip(num_edge_scalars=1)
+def test_rejects_graph_attrs() -> None:
     with pytest.raises(ValueError, match="graph_attrs"):
         small_nequip(num_graph_attrs=2)
 
@@ -108,10 +106,3 @@ def test_peer_parameter_count_structure() -> None:
     assert count_parameters(model) == 147_608
     four = NequIP(num_elements=4, cut_off=5.0, avg_num_neighbours=10.0, num_layers=4)
     assert [layer.resnet for layer in four.layers] == [False, False, False, True]
-
-
-def test_config_defaults_match_constructor() -> None:
-    params = inspect.signature(NequIP).parameters
-    for name, value in vars(NequIPConfig()).items():
-        if name != "_target_":
-            assert params[name].default == value, name

@@ -10,10 +10,11 @@ import torch
 from ase import Atoms
 
 from physicsml.data.graph import atoms_to_batch
-from physicsml.models.tensornet import TensorNet, TensorNetConfig
+from physicsml.models.tensornet import TensorNet
 from physicsml.models.tensornet.model import Embedding, Interaction
 from physicsml.models.utils import edge_vectors
 from tests.models.physics import ModelPhysicsTests, random_rotation
+from tests.structures import ASPIRIN, ETHANOL
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -64,7 +65,6 @@ def test_heads_shapes_and_invariance(molecules: list[Atoms]) -> None:
     [
         ({"node_vector": True}, "y_node_vector"),
         ({"graph_vector": True}, "y_graph_vector"),
-        ({"num_edge_scalars": 1}, "y_edge_scalars"),
     ],
 )
 def test_unsupported_heads(kwargs: dict[str, Any], name: str) -> None:
@@ -88,22 +88,12 @@ def test_parameter_count_matches_physicsml_layout() -> None:
     assert count_parameters(model) == 194_753
 
 
-def test_config_defaults_are_physicsml_defaults() -> None:
-    cfg = TensorNetConfig()
-    assert (cfg.num_features, cfg.num_radial, cfg.num_interaction_layers) == (256, 64, 3)
-    kwargs = {k: v for k, v in vars(cfg).items() if k != "_target_"}
-    model = TensorNet(num_elements=4, cut_off=5.0, avg_num_neighbours=10.0, **kwargs)
-    assert len(model.interactions) == 3
-
-
 @pytest.fixture
 def molecules() -> list[Atoms]:
     from ase.io import read
 
-    from tests.models.physics import SHARED_DATA
-
-    ethanol = cast(list[Atoms], read(SHARED_DATA / "md_xtb" / "ethanol.extxyz", "0:2"))
-    aspirin = cast(Atoms, read(SHARED_DATA / "md_xtb" / "aspirin.extxyz", 0))
+    ethanol = cast(list[Atoms], read(ETHANOL, "0:2"))
+    aspirin = cast(Atoms, read(ASPIRIN, 0))
     return [*ethanol, aspirin]
 
 

@@ -1,5 +1,5 @@
 """Allegro (Musaelian et al. 2023)."""
 
-from physicsml.models.allegro.model import Allegro, AllegroConfig
+from physicsml.models.allegro.model import Allegro
 
-__all__ = ["Allegro", "AllegroConfig"]
+__all__ = ["Allegro"]

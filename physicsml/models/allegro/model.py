@@ -11,44 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet
 from torch import Tensor
 
-from physicsml.models.radial import BesselRadialEmbedding, polynomial_cutoff
+from physicsml.config.errors import ConfigError
+from physicsml.models.radial import BesselBasis, polynomial_cutoff
 from physicsml.models.utils import edge_vectors, num_graphs, scatter_sum
-
-
-@dataclass
-class AllegroConfig:
-    """Hyperparameters of :class:`Allegro` (defaults: physicsml's).
-
-    physicsml's ``mlp_irreps`` (ignored by its readout) and ``sparse_mode`` (a kernel
-    choice) have no counterpart here.
-    """
-
-    _target_: str = "physicsml.models.allegro.Allegro"
-    num_layers: int = 2
-    max_ell: int = 2
-    parity: bool = True
-    mlp_latent_dimensions: list[int] = field(default_factory=lambda: [128])
-    latent_mlp_latent_dimensions: list[int] = field(default_factory=lambda: [1024, 1024, 1024])
-    env_embed_multiplicity: int = 32
-    two_body_latent_mlp_latent_dimensions: list[int] = field(
-        default_factory=lambda: [128, 256, 512, 1024]
-    )
-    env_embed_mlp_latent_dimensions: list[int] = field(default_factory=list)
-    num_bessel: int = 8
-    bessel_basis_trainable: bool = True
-    num_polynomial_cutoff: int = 6
-    embed_initial_edge: bool = True
-    per_layer_cutoffs: list[float] | None = None
-    latent_resnet: bool = True
-    latent_resnet_update_ratios: list[float] | None = None
-    latent_resnet_update_ratios_learnable: bool = False
 
 
 def _layer_irreps(env: list[o3.Irrep], num_layers: int, parity: bool) -> list[list[o3.Irrep]]:
@@ -142,7 +113,11 @@ def _offsets(irreps: list[o3.Irrep]) -> list[int]:
 
 
 class Allegro(torch.nn.Module):
-    """Allegro potential: energy, node-scalar and graph-scalar heads (see models/README.md)."""
+    """Allegro potential: energy, node-scalar and graph-scalar heads (see models/README.md).
+
+    Hyperparameter defaults are physicsml's; its ``mlp_irreps`` (ignored by its readout) and
+    ``sparse_mode`` (a kernel choice) have no counterpart here.
+    """
 
     env_index: Tensor
 
@@ -155,7 +130,6 @@ class Allegro(torch.nn.Module):
         num_node_scalars: int = 0,
         node_vector: bool = False,
         graph_vector: bool = False,
-        num_edge_scalars: int = 0,
         num_graph_scalars: int = 0,
         num_graph_attrs: int = 0,
         num_layers: int = 2,
@@ -176,30 +150,26 @@ class Allegro(torch.nn.Module):
         latent_resnet_update_ratios_learnable: bool = False,
     ) -> None:
         super().__init__()
-        for flag, name in [
-            (node_vector, "y_node_vector"),
-            (graph_vector, "y_graph_vector"),
-            (num_edge_scalars > 0, "y_edge_scalars"),
-        ]:
+        for flag, name in [(node_vector, "y_node_vector"), (graph_vector, "y_graph_vector")]:
             if flag:
-                raise ValueError(f"Allegro cannot predict {name}")
+                raise ConfigError(f"Allegro cannot predict {name}")
         if num_graph_attrs > 0:
-            raise ValueError("Allegro cannot use graph_attrs")
+            raise ConfigError("Allegro cannot use graph_attrs")
         if num_layers < 1:
-            raise ValueError("Allegro needs num_layers >= 1")
+            raise ConfigError("Allegro needs num_layers >= 1")
         latent_dims = list(latent_mlp_latent_dimensions)
         two_body = list(two_body_latent_mlp_latent_dimensions)
         if latent_resnet and latent_dims[-1] != two_body[-1]:
-            raise ValueError("latent_resnet needs equal last latent and two-body latent sizes")
+            raise ConfigError("latent_resnet needs equal last latent and two-body latent sizes")
         cutoffs = [cut_off] * (num_layers + 1) if per_layer_cutoffs is None else per_layer_cutoffs
         if len(cutoffs) != num_layers + 1:
-            raise ValueError(f"per_layer_cutoffs needs num_layers + 1 = {num_layers + 1} values")
+            raise ConfigError(f"per_layer_cutoffs needs num_layers + 1 = {num_layers + 1} values")
         if (
             any(b > a for a, b in zip(cutoffs[:-1], cutoffs[1:], strict=True))
             or cutoffs[0] > cut_off
             or min(cutoffs) <= 0
         ):
-            raise ValueError("per_layer_cutoffs must be positive, non-increasing and <= cut_off")
+            raise ConfigError("per_layer_cutoffs must be positive, non-increasing and <= cut_off")
         self.cutoffs = [float(c) for c in cutoffs]
         self.p = num_polynomial_cutoff
         self.mul = env_embed_multiplicity
@@ -211,8 +181,8 @@ class Allegro(torch.nn.Module):
         self.spherical_harmonics = o3.SphericalHarmonics(
             irreps_sh, normalize=True, normalization="component"
         )
-        self.radial = BesselRadialEmbedding(
-            cut_off, num_bessel, num_polynomial_cutoff, bessel_basis_trainable
+        self.radial = BesselBasis(
+            cut_off, num_bessel, bessel_basis_trainable, envelope_exponent=num_polynomial_cutoff
         )
         env = [ir for _, ir in irreps_sh]
         self.num_env_irreps = len(env)
@@ -249,7 +219,7 @@ class Allegro(torch.nn.Module):
                 -6.0, 6.0
             )
             if update.shape != (num_layers,):
-                raise ValueError(f"latent_resnet_update_ratios needs {num_layers} values")
+                raise ConfigError(f"latent_resnet_update_ratios needs {num_layers} values")
         if latent_resnet_update_ratios_learnable:
             self.update_params = torch.nn.Parameter(update)
         else:

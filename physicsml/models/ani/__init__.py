@@ -1,6 +1,6 @@
 """ANI (Smith et al. 2017, Chem. Sci. 8:3192) written with torch only."""
 
 from physicsml.models.ani.aev import AEVComputer
-from physicsml.models.ani.model import ANI, ANIConfig
+from physicsml.models.ani.model import ANI
 
-__all__ = ["ANI", "AEVComputer", "ANIConfig"]
+__all__ = ["ANI", "AEVComputer"]

@@ -7,19 +7,13 @@ periodic images through ``cell_shift``, so no coordinate wrapping is needed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from physicsml.models.radial import cosine_cutoff, gaussian_basis
 from physicsml.models.utils import scatter_sum
-
-
-def cosine_cutoff(lengths: Tensor, cut_off: float) -> Tensor:
-    """``0.5 cos(pi r / rc) + 0.5`` inside the cut-off, 0 outside."""
-    inside = 0.5 * torch.cos(lengths * (math.pi / cut_off)) + 0.5
-    return torch.where(lengths < cut_off, inside, torch.zeros_like(lengths))
 
 
 def edge_pairs(centre: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
@@ -94,7 +88,7 @@ class AEVComputer(torch.nn.Module):
         # radial
         edges = torch.nonzero(lengths < self.radial_cut_off).squeeze(1)
         r = lengths[edges]
-        gauss = torch.exp(-self.radial_eta * (r[:, None] - self.radial_shifts) ** 2)
+        gauss = gaussian_basis(r, self.radial_shifts, self.radial_eta)
         terms = 0.25 * gauss * cosine_cutoff(r, self.radial_cut_off)[:, None]
         slot = centre[edges] * self.num_elements + species[neighbour[edges]]
         radial = scatter_sum(terms, slot, n * self.num_elements).view(n, -1)
@@ -110,7 +104,7 @@ class AEVComputer(torch.nn.Module):
         cos_shifted = cos[:, None] * self.cos_sections + sin[:, None] * self.sin_sections
         angle = (0.5 * (1.0 + cos_shifted)) ** self.angular_zeta  # [T, Z]
         mean_r = 0.5 * (r1 + r2)
-        distance = torch.exp(-self.angular_eta * (mean_r[:, None] - self.angular_shifts) ** 2)
+        distance = gaussian_basis(mean_r, self.angular_shifts, self.angular_eta)
         cut = cosine_cutoff(r1, self.angular_cut_off) * cosine_cutoff(r2, self.angular_cut_off)
         terms = 2.0 * (distance[:, :, None] * angle[:, None, :]).flatten(1) * cut[:, None]
         pair = self.pair_index[species[neighbour[e1]], species[neighbour[e2]]]

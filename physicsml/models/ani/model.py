@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from physicsml.config.errors import ConfigError
 from physicsml.models.ani.aev import AEVComputer
+from physicsml.models.mlp import mlp
 from physicsml.models.utils import edge_vectors
 
 # ANI-1x symmetry-function parameters (torchani's rHCNO-5.2R_16-3.5A_a4-8.params)
@@ -25,41 +27,12 @@ ANI1X_ANGLE_SECTIONS = (
 ANI1_HIDDEN_DIMS = ((160, 128, 96), (144, 112, 96), (128, 112, 96), (128, 112, 96))
 
 
-@dataclass
-class ANIConfig:
-    """Hyperparameters of :class:`ANI` (ANI-1 / ANI-1x defaults, as physicsml's ``ani1``)."""
-
-    _target_: str = "physicsml.models.ani.ANI"
-    radial_cut_off: float = 5.2
-    angular_cut_off: float = 3.5
-    radial_eta: float = 16.0
-    radial_shifts: list[float] = field(default_factory=lambda: list(ANI1X_RADIAL_SHIFTS))
-    angular_eta: float = 8.0
-    angular_zeta: float = 32.0
-    angular_shifts: list[float] = field(default_factory=lambda: list(ANI1X_ANGULAR_SHIFTS))
-    angle_sections: list[float] = field(default_factory=lambda: list(ANI1X_ANGLE_SECTIONS))
-    # hidden layers of the network of element k (in the datamodule's element order); elements
-    # beyond the list reuse its last entry
-    hidden_dims: list[list[int]] = field(
-        default_factory=lambda: [list(h) for h in ANI1_HIDDEN_DIMS]
-    )
-
-
-def atomic_network(c_in: int, hidden: Sequence[int]) -> torch.nn.Sequential:
-    """Linear layers with CELU(alpha=0.1) between them, ending in one output."""
-    dims = [c_in, *hidden]
-    layers: list[torch.nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:], strict=True):
-        layers += [torch.nn.Linear(a, b), torch.nn.CELU(alpha=0.1)]
-    layers.append(torch.nn.Linear(dims[-1], 1))
-    return torch.nn.Sequential(*layers)
-
-
 class ANI(torch.nn.Module):
     """ANI potential: per-atom energy = MLP of its element applied to its AEV.
 
     Only the energy head exists. The batch ``cut_off`` must cover ``radial_cut_off``;
-    ``avg_num_neighbours`` is not used.
+    ``avg_num_neighbours`` is not used. Hyperparameter defaults are ANI-1 / ANI-1x (physicsml's
+    ``ani1``); each element's network has CELU(alpha=0.1) activations.
     """
 
     def __init__(
@@ -71,7 +44,6 @@ class ANI(torch.nn.Module):
         num_node_scalars: int = 0,
         node_vector: bool = False,
         graph_vector: bool = False,
-        num_edge_scalars: int = 0,
         num_graph_scalars: int = 0,
         num_graph_attrs: int = 0,
         radial_cut_off: float = 5.2,
@@ -82,6 +54,8 @@ class ANI(torch.nn.Module):
         angular_zeta: float = 32.0,
         angular_shifts: Sequence[float] = ANI1X_ANGULAR_SHIFTS,
         angle_sections: Sequence[float] = ANI1X_ANGLE_SECTIONS,
+        # hidden layers of the network of element k (in the datamodule's element order);
+        # elements beyond the list reuse its last entry
         hidden_dims: Sequence[Sequence[int]] = ANI1_HIDDEN_DIMS,
     ) -> None:
         super().__init__()
@@ -89,24 +63,25 @@ class ANI(torch.nn.Module):
             (num_node_scalars > 0, "y_node_scalars"),
             (node_vector, "y_node_vector"),
             (graph_vector, "y_graph_vector"),
-            (num_edge_scalars > 0, "y_edge_scalars"),
             (num_graph_scalars > 0, "y_graph_scalars beyond the energy"),
             (num_graph_attrs > 0, "from graph_attrs"),
         ]:
             if flag:
-                raise ValueError(f"ANI cannot predict {name}")
+                raise ConfigError(f"ANI cannot predict {name}")
         if cut_off < radial_cut_off:
-            raise ValueError(
-                f"ANI needs the datamodule cut_off ({cut_off}) to be >= radial_cut_off "
-                f"({radial_cut_off}): the radial AEV terms are taken from the batch edges"
+            # The radial AEV terms are taken from the batch edges.
+            raise ConfigError(
+                f"datamodule.cut_off ({cut_off}) must be >= {radial_cut_off} for module=ani "
+                f"(its AEV radial cut-off, module.model.radial_cut_off); "
+                f"set datamodule.cut_off={radial_cut_off}"
             )
         if angular_cut_off > radial_cut_off:
-            raise ValueError(
+            raise ConfigError(
                 f"angular_cut_off ({angular_cut_off}) must not exceed radial_cut_off "
                 f"({radial_cut_off})"
             )
         if len(hidden_dims) == 0:
-            raise ValueError("hidden_dims needs at least one entry")
+            raise ConfigError("hidden_dims needs at least one entry")
         self.aev = AEVComputer(
             num_elements=num_elements,
             radial_cut_off=radial_cut_off,
@@ -118,8 +93,9 @@ class ANI(torch.nn.Module):
             angular_shifts=angular_shifts,
             angle_sections=angle_sections,
         )
+        celu = functools.partial(torch.nn.CELU, alpha=0.1)
         self.networks = torch.nn.ModuleList(
-            atomic_network(self.aev.dim, hidden_dims[min(k, len(hidden_dims) - 1)])
+            mlp(self.aev.dim, hidden_dims[min(k, len(hidden_dims) - 1)], 1, celu)
             for k in range(num_elements)
         )
 

@@ -1,5 +1,5 @@
 """EGNN (Satorras et al. 2021, arXiv:2102.09844)."""
 
-from physicsml.models.egnn.model import EGNN, EGNNConfig
+from physicsml.models.egnn.model import EGNN
 
-__all__ = ["EGNN", "EGNNConfig"]
+__all__ = ["EGNN"]

@@ -1,5 +1,5 @@
 """MACE (Batatia et al. 2022, arXiv:2206.07697)."""
 
-from physicsml.models.mace.model import MACE, MACEConfig
+from physicsml.models.mace.model import MACE
 
-__all__ = ["MACE", "MACEConfig"]
+__all__ = ["MACE"]

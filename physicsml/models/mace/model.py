@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 from e3nn import o3
 from torch import Tensor
 
+from physicsml.config.errors import ConfigError
 from physicsml.models.mace.blocks import (
     Interaction,
     ProductBasis,
@@ -15,24 +16,8 @@ from physicsml.models.mace.blocks import (
     VectorReadout,
     block_slices,
 )
-from physicsml.models.radial import BesselRadialEmbedding
+from physicsml.models.radial import BesselBasis
 from physicsml.models.utils import edge_vectors, num_graphs, scatter_sum
-
-
-@dataclass
-class MACEConfig:
-    """Hyperparameters of :class:`MACE` (defaults: physicsml's)."""
-
-    _target_: str = "physicsml.models.mace.MACE"
-    num_bessel: int = 8
-    num_polynomial_cutoff: int = 5
-    max_ell: int = 3
-    num_interactions: int = 2
-    hidden_irreps: str = "128x0e + 128x1o"
-    mlp_irreps: str = "16x0e"
-    correlation: int = 3
-    # physicsml (and mace-torch) hard-code the radial MLP as three hidden layers of 64.
-    radial_mlp: list[int] = field(default_factory=lambda: [64, 64, 64])
 
 
 class MACE(torch.nn.Module):
@@ -42,7 +27,7 @@ class MACE(torch.nn.Module):
     with per-element weights, linear update (plus a species-dependent residual from the
     second layer on). The energy is the sum of a linear scalar readout of every layer but the
     last and an MLP readout (``mlp_irreps``) of the last, which keeps only scalars unless a
-    vector head needs its ``1o`` channels.
+    vector head needs its ``1o`` channels. Hyperparameter defaults are physicsml's.
     """
 
     def __init__(
@@ -54,7 +39,6 @@ class MACE(torch.nn.Module):
         num_node_scalars: int = 0,
         node_vector: bool = False,
         graph_vector: bool = False,
-        num_edge_scalars: int = 0,
         num_graph_scalars: int = 0,
         num_graph_attrs: int = 0,
         num_bessel: int = 8,
@@ -64,35 +48,34 @@ class MACE(torch.nn.Module):
         hidden_irreps: str = "128x0e + 128x1o",
         mlp_irreps: str = "16x0e",
         correlation: int = 3,
-        radial_mlp: list[int] | None = None,
+        # physicsml (and mace-torch) hard-code the radial MLP as three hidden layers of 64.
+        radial_mlp: Sequence[int] = (64, 64, 64),
     ) -> None:
         super().__init__()
-        if num_edge_scalars > 0:
-            raise ValueError("MACE cannot predict y_edge_scalars")
         if num_graph_attrs > 0:
-            raise ValueError("MACE cannot use graph_attrs")
+            raise ConfigError("MACE cannot use graph_attrs")
         hidden = o3.Irreps(hidden_irreps).simplify()
         channels = hidden[0].mul
         irreps = [(ir.l, ir.p) for _, ir in hidden.sort().irreps]
         if irreps[0] != (0, 1) or any(mul != channels for mul, _ in hidden):
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_irreps must hold 0e and the same multiplicity for every irrep, "
                 f"got {hidden_irreps!r}"
             )
         mlp = o3.Irreps(mlp_irreps)
         if any(ir != o3.Irrep("0e") for _, ir in mlp):
-            raise ValueError(f"mlp_irreps must be even scalars, got {mlp_irreps!r}")
+            raise ConfigError(f"mlp_irreps must be even scalars, got {mlp_irreps!r}")
         want_vector = node_vector or graph_vector
         if want_vector and (1, -1) not in irreps:
-            raise ValueError("MACE needs 1o in hidden_irreps to predict vectors")
+            raise ConfigError("MACE needs 1o in hidden_irreps to predict vectors")
         if max_ell < max(ell for ell, _ in irreps):
-            raise ValueError("max_ell must be at least the largest l in hidden_irreps")
+            raise ConfigError("max_ell must be at least the largest l in hidden_irreps")
 
         self.spherical_harmonics = o3.SphericalHarmonics(
             o3.Irreps.spherical_harmonics(max_ell), normalize=True, normalization="component"
         )
-        self.radial = BesselRadialEmbedding(
-            cut_off, num_bessel, num_polynomial_cutoff, trainable=False
+        self.radial = BesselBasis(
+            cut_off, num_bessel, trainable=False, envelope_exponent=num_polynomial_cutoff
         )
         self.embedding = torch.nn.Parameter(torch.randn(num_elements, channels))
 
@@ -111,7 +94,7 @@ class MACE(torch.nn.Module):
                     channels,
                     num_elements,
                     num_bessel,
-                    list(radial_mlp or [64, 64, 64]),
+                    list(radial_mlp),
                     avg_num_neighbours,
                     residual=k > 0,
                 )

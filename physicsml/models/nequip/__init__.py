@@ -1,5 +1,5 @@
 """NequIP (Batzner et al. 2022)."""
 
-from physicsml.models.nequip.model import NequIP, NequIPConfig
+from physicsml.models.nequip.model import NequIP
 
-__all__ = ["NequIP", "NequIPConfig"]
+__all__ = ["NequIP"]

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import Tensor
 
-from physicsml.models.radial import BesselRadialEmbedding
+from physicsml.config.errors import ConfigError
+from physicsml.models.radial import BesselBasis
 from physicsml.models.utils import edge_vectors, num_graphs, scatter_sum
-
-
-@dataclass
-class NequIPConfig:
-    """Hyperparameters of :class:`NequIP` (defaults: physicsml's)."""
-
-    _target_: str = "physicsml.models.nequip.NequIP"
-    num_layers: int = 4
-    max_ell: int = 2
-    parity: bool = True
-    num_features: int = 32
-    mlp_irreps: str = "16x0e"
-    num_bessel: int = 8
-    bessel_basis_trainable: bool = True
-    num_polynomial_cutoff: int = 6
-    self_connection: bool = True
-    resnet: bool = True
-    # physicsml hard-codes the radial MLP as two hidden layers of 64; exposed here.
-    radial_mlp_width: int = 64
-    radial_mlp_depth: int = 2
 
 
 def _path_exists(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, ir_out: o3.Irrep) -> bool:
@@ -139,7 +118,10 @@ class ConvLayer(torch.nn.Module):
 
 
 class NequIP(torch.nn.Module):
-    """NequIP interatomic potential with optional scalar/vector heads (see models/README.md)."""
+    """NequIP interatomic potential with optional scalar/vector heads (see models/README.md).
+
+    Hyperparameter defaults are physicsml's.
+    """
 
     def __init__(
         self,
@@ -150,7 +132,6 @@ class NequIP(torch.nn.Module):
         num_node_scalars: int = 0,
         node_vector: bool = False,
         graph_vector: bool = False,
-        num_edge_scalars: int = 0,
         num_graph_scalars: int = 0,
         num_graph_attrs: int = 0,
         num_layers: int = 4,
@@ -163,24 +144,23 @@ class NequIP(torch.nn.Module):
         num_polynomial_cutoff: int = 6,
         self_connection: bool = True,
         resnet: bool = True,
+        # physicsml hard-codes the radial MLP as two hidden layers of 64; exposed here.
         radial_mlp_width: int = 64,
         radial_mlp_depth: int = 2,
     ) -> None:
         super().__init__()
-        if num_edge_scalars > 0:
-            raise ValueError("NequIP cannot predict y_edge_scalars")
         if num_graph_attrs > 0:
-            raise ValueError("NequIP cannot use graph_attrs")
+            raise ConfigError("NequIP cannot use graph_attrs")
         hidden_mlp = o3.Irreps(mlp_irreps)
         if any(ir != o3.Irrep("0e") for _, ir in hidden_mlp):
-            raise ValueError(f"mlp_irreps must be even scalars, got {mlp_irreps!r}")
+            raise ConfigError(f"mlp_irreps must be even scalars, got {mlp_irreps!r}")
 
         self.irreps_sh = o3.Irreps.spherical_harmonics(max_ell, p=-1 if parity else 1)
         self.spherical_harmonics = o3.SphericalHarmonics(
             self.irreps_sh, normalize=True, normalization="component"
         )
-        self.radial = BesselRadialEmbedding(
-            cut_off, num_bessel, num_polynomial_cutoff, bessel_basis_trainable
+        self.radial = BesselBasis(
+            cut_off, num_bessel, bessel_basis_trainable, envelope_exponent=num_polynomial_cutoff
         )
         self.embedding = torch.nn.Embedding(num_elements, num_features)
 
@@ -193,7 +173,7 @@ class NequIP(torch.nn.Module):
         vector_ir = self.irreps_sh[1].ir if max_ell > 0 else None
         want_vector = node_vector or graph_vector
         if want_vector and vector_ir is None:
-            raise ValueError("NequIP needs max_ell >= 1 to predict vectors")
+            raise ConfigError("NequIP needs max_ell >= 1 to predict vectors")
         # The last layer only keeps what the heads read: even scalars (and the vector irrep).
         last = o3.Irreps(
             [(num_features, "0e")] + ([(num_features, vector_ir)] if want_vector else [])

@@ -9,40 +9,17 @@ done on the full ``[N, 3, 3, F]`` tensors.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from physicsml.config.errors import ConfigError
+from physicsml.models.mlp import mlp
+from physicsml.models.radial import ExpNormalBasis, cosine_cutoff
 from physicsml.models.utils import edge_vectors, num_graphs, scatter_sum
 
 PARTS = (slice(0, 1), slice(1, 4), slice(4, 9))  # I, A, S coefficients
-
-
-@dataclass
-class TensorNetConfig:
-    """Hyperparameters of :class:`TensorNet` (physicsml's defaults)."""
-
-    _target_: str = "physicsml.models.tensornet.TensorNet"
-    num_features: int = 256
-    num_radial: int = 64
-    num_interaction_layers: int = 3
-    embedding_mlp_hidden_dims: list[int] = field(default_factory=lambda: [512])
-    interaction_mlp_hidden_dims: list[int] = field(default_factory=lambda: [256, 512])
-    scalar_output_mlp_hidden_dims: list[int] = field(default_factory=lambda: [256, 128])
-
-
-def mlp(c_in: int, hidden_dims: Sequence[int], c_out: int) -> torch.nn.Sequential:
-    """Linear layers with SiLU between them (none after the last)."""
-    dims = [c_in, *hidden_dims, c_out]
-    layers: list[torch.nn.Module] = []
-    for k, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        if k > 0:
-            layers.append(torch.nn.SiLU())
-        layers.append(torch.nn.Linear(a, b))
-    return torch.nn.Sequential(*layers)
 
 
 def irrep_basis() -> Tensor:
@@ -89,21 +66,6 @@ def scale_parts(f: Tensor, c: Tensor) -> Tensor:
     """Multiply the I, A, S parts of ``c [M, 9, F]`` by ``f [M, 3, F]``."""
     part = torch.tensor([0, 1, 1, 1, 2, 2, 2, 2, 2], device=f.device)
     return f.index_select(1, part) * c
-
-
-class ExpNormalRBF(torch.nn.Module):
-    """PhysNet's exponential normal radial basis ``exp(-beta (exp(-r) - mu_k)^2)``."""
-
-    mu: Tensor
-
-    def __init__(self, num_radial: int, cut_off: float) -> None:
-        super().__init__()
-        start = math.exp(-cut_off)
-        self.register_buffer("mu", torch.linspace(start, 1.0, num_radial))
-        self.beta = (2.0 / num_radial * (1.0 - start)) ** -2
-
-    def forward(self, lengths: Tensor) -> Tensor:
-        return torch.exp(-self.beta * (torch.exp(-lengths)[:, None] - self.mu) ** 2)
 
 
 class Embedding(torch.nn.Module):
@@ -201,7 +163,7 @@ class TensorNet(torch.nn.Module):
 
     Heads: ``node_energy`` (plus ``graph_scalars`` from the same readout) and ``y_node_scalars``
     from a second readout. ``avg_num_neighbours`` is not used: the interaction normalises the
-    tensors by ``||X|| + 1``.
+    tensors by ``||X|| + 1``. Hyperparameter defaults are physicsml's.
     """
 
     def __init__(
@@ -213,7 +175,6 @@ class TensorNet(torch.nn.Module):
         num_node_scalars: int = 0,
         node_vector: bool = False,
         graph_vector: bool = False,
-        num_edge_scalars: int = 0,
         num_graph_scalars: int = 0,
         num_graph_attrs: int = 0,
         num_features: int = 256,
@@ -227,15 +188,14 @@ class TensorNet(torch.nn.Module):
         for flag, name in [
             (node_vector, "y_node_vector"),
             (graph_vector, "y_graph_vector"),
-            (num_edge_scalars > 0, "y_edge_scalars"),
             (num_graph_attrs > 0, "from graph_attrs"),
         ]:
             if flag:
-                raise ValueError(f"TensorNet cannot predict {name}")
+                raise ConfigError(f"TensorNet cannot predict {name}")
         out_dims = list(scalar_output_mlp_hidden_dims)
         self.cut_off = cut_off
         self.num_graph_scalars = num_graph_scalars
-        self.rbf = ExpNormalRBF(num_radial, cut_off)
+        self.rbf = ExpNormalBasis(num_radial, cut_off)
         self.embedding = Embedding(
             num_elements, num_features, num_radial, list(embedding_mlp_hidden_dims)
         )
@@ -251,11 +211,7 @@ class TensorNet(torch.nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         vectors, lengths = edge_vectors(batch)
         unit = vectors / lengths[:, None]
-        phi = torch.where(
-            lengths < self.cut_off,
-            0.5 * (torch.cos(lengths * (math.pi / self.cut_off)) + 1.0),
-            torch.zeros_like(lengths),
-        )
+        phi = cosine_cutoff(lengths, self.cut_off)
         rbf = self.rbf(lengths)
         x = self.embedding(batch, unit, rbf, phi)
         for interaction in self.interactions:
