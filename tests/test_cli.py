@@ -15,6 +15,7 @@ import pytest
 from physicsml.cli import train as cli
 from physicsml.cli.report import validation_predictions
 from physicsml.config.registry import config_dir
+from physicsml.config.resolvers import config_groups
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -28,7 +29,9 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def main_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+def main_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> str:
     """Run ``physicsml-train ARGS`` in this process; it must stop with exit 2 and one line on
     stderr, which is returned."""
     monkeypatch.setattr(sys, "argv", ["physicsml-train", *args])
@@ -48,6 +51,7 @@ def test_help_lists_the_options_without_the_schemas(tmp_path: Path) -> None:
     for group in ("module", "datamodule", "trainer", "experiment", "logger", "callbacks"):
         options = sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
         assert f"\n{group}: {', '.join(options)}\n" in done.stdout
+    assert config_groups() in done.stdout  # also resolvable outside the CLI (a saved config)
 
 
 def test_choosing_a_schema_is_a_one_line_error(monkeypatch, capsys) -> None:
@@ -73,8 +77,13 @@ def test_config_dir_adds_an_experiment(tmp_path: Path) -> None:
     (tmp_path / "mine" / "experiment" / "mine.yaml").write_text(
         "# @package _global_\ntask_name: mine\ntrainer:\n  max_epochs: 3\n"
     )
+    (tmp_path / "mine" / "mine.yaml").write_text("defaults:\n  - train\n  - _self_\nseed: 7\n")
     assert "experiment/mine" in str(cli.compose_error(["experiment=mine"]))
     assert cli.compose_error(["experiment=mine"], str(tmp_path / "mine")) is None
+    # a primary config (--config-name) in the extra directory
+    assert cli.compose_error(["seed=3"], str(tmp_path / "mine"), "mine") is None
+    bad_key = cli.compose_error(["trainer.bad=1"], str(tmp_path / "mine"), "mine")
+    assert "Key 'bad' not in 'TrainerConfig'" in str(bad_key)
 
     done = run_cli("-cd", str(tmp_path / "mine"), "experiment=mine", "--cfg", "job", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -105,7 +114,9 @@ def test_optuna_search_without_the_sweeper(monkeypatch, capsys) -> None:
     assert main_error(monkeypatch, capsys, "-m", "hparams_search=optuna").endswith(message)
 
 
-def test_parity_data_covers_the_whole_validation_split(tmp_path: Path) -> None:
+def test_a_run_logs_once_and_its_parity_data_is_the_whole_validation_split(
+    tmp_path: Path,
+) -> None:
     """The shipped ethanol's validation split holds 300 structures (more than the 256 the
     plot once took); the parity MAEs equal the run's validation MAEs."""
     run_dir = tmp_path / "run"
@@ -119,6 +130,7 @@ def test_parity_data_covers_the_whole_validation_split(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.stdout + done.stderr).count("epoch 1/1 ") == 1  # printed once, not per handler
     count, pairs = validation_predictions(run_dir)
     split = json.loads((run_dir / "split.json").read_text())["validation"]
     assert count == len(split["indices"]) == 300

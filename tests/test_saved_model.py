@@ -25,13 +25,18 @@ from physicsml.saved_model import (
 )
 from tests.structures import ETHANOL
 
+LOSSES = {
+    "y_graph_scalars_loss": {"name": "MSELoss", "weight": 1.0},
+    "y_node_vector_loss": {"name": "MSELoss", "weight": 1.0},
+}
+
 
 def egnn_spec(**training: object) -> ModelSpec:
     """A small EGNN for ethanol's elements, as training would describe it."""
     return ModelSpec(
         architecture="egnn",
         hyperparameters={"c_hidden": 8, "num_layers": 2, "num_rbf": 4},
-        training={"compute_forces": True, **training},
+        training={"compute_forces": True, **LOSSES, **training},
         elements=[1, 6, 8],
         num_elements=3,
         statistics={
@@ -73,7 +78,9 @@ def test_other_format_versions_say_what_to_do(tmp_path: Path, version: int, advi
 
 
 def test_first_format_and_foreign_files_are_named(tmp_path: Path) -> None:
-    torch.save({"hyper_parameters": {"module": {}, "data": {}}, "state_dict": {}}, tmp_path / "a.pt")
+    torch.save(
+        {"hyper_parameters": {"module": {}, "data": {}}, "state_dict": {}}, tmp_path / "a.pt"
+    )
     with pytest.raises(SavedModelError, match=r"a\.pt: saved by physicsml 0\.1\.0"):
         read_model_file(tmp_path / "a.pt")
     (tmp_path / "b.pt").write_text("not a model")
@@ -100,8 +107,11 @@ def test_reference_energies_given_for_every_element() -> None:
 
 
 def test_calculator_gives_forces_of_an_energy_only_model(tmp_path: Path) -> None:
-    spec = replace(egnn_spec(), training={"compute_forces": False}, targets={})
-    spec = replace(spec, targets={"y_graph_scalars": ["energy"]})
+    spec = replace(
+        egnn_spec(),
+        training={"compute_forces": False, **LOSSES},
+        targets={"y_graph_scalars": ["energy"]},
+    )
     torch.manual_seed(0)
     module = PotentialModule(spec)
     write_model_file(spec, module.state_dict(), tmp_path / "model.pt")
@@ -114,3 +124,15 @@ def test_calculator_gives_forces_of_an_energy_only_model(tmp_path: Path) -> None
     atoms.positions[3, 0] -= 2 * h
     e_minus = atoms.get_potential_energy()
     assert -(e_plus - e_minus) / (2 * h) == pytest.approx(forces[3, 0], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "key"),
+    [({"c_hidden": "os.system"}, "c_hidden"), ({"_target_": "collections.Counter"}, "_target_")],
+)
+def test_hyperparameters_are_checked_before_anything_is_built(
+    hyperparameters: dict[str, object], key: str
+) -> None:
+    spec = replace(egnn_spec(), hyperparameters=hyperparameters)
+    with pytest.raises(ConfigError, match=f"module.model.{key}"):
+        PotentialModule(spec)

@@ -195,7 +195,7 @@ def plot_parity(pairs: dict[str, tuple[np.ndarray, np.ndarray]], title: str, pat
         ax.scatter(ref, pred, s=4, alpha=0.5)
         ax.set_xlabel(f"reference {name} ({units.get(name, '')})")
         ax.set_ylabel(f"predicted {name}")
-        ax.set_title(f"{name}: MAE {np.abs(pred - ref).mean():.3g}")
+        ax.set_title(f"{name}: MAE {np.abs(pred - ref).mean():.3g} {units.get(name, '')}")
         ax.locator_params(nbins=5)
     fig.suptitle(title)
     fig.tight_layout()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import logging
 import math
@@ -12,21 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra._internal.hydra import Hydra
 from hydra._internal.utils import get_args_parser
+from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, read_write
 
 from physicsml.cli import report
-from physicsml.config.registry import config_dir, register_configs
-from physicsml.config.resolvers import register_resolvers
 from physicsml.config.errors import ConfigError
+from physicsml.config.registry import config_dir, register_configs
+from physicsml.config.resolvers import register_resolvers, user_options
 from physicsml.data.store_format import StoreError
+from physicsml.saved_model import SavedModelError
 
 log = logging.getLogger("physicsml")
-
-
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper"
 
 
@@ -72,37 +74,38 @@ def compose_error(
         for o in parsed
         if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")
     ]
-    if extra_config_dir is not None:  # where Hydra puts --config-dir: after conf/, before schemas
-        plain.append(f"hydra.searchpath=['file://{Path(extra_config_dir).resolve()}']")
     try:
         with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            if extra_config_dir is not None:
+                add_config_dir(extra_config_dir)
             cfg = compose(config_name, overrides=plain, return_hydra_config=True)
             return schema_choice_error(cfg.hydra.runtime.choices)
     except (HydraException, OmegaConfBaseException) as exc:
         return one_line(exc)
 
 
+def add_config_dir(path: str) -> None:
+    """Re-create the initialized Hydra with ``path`` in its config search path where
+    ``hydra.main`` puts ``--config-dir path``: after ``conf/`` and the plugins', before the
+    schemas."""
+    search_path = copy.deepcopy(GlobalHydra.instance().config_loader().get_search_path())
+    search_path.prepend(
+        provider="command-line",
+        path=f"file://{Path(path).resolve()}",
+        anchor=SearchPathQuery(provider="schema"),
+    )
+    GlobalHydra.instance().clear()
+    Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
+
+
 def schema_choice_error(choices: DictConfig) -> str | None:
     """An error when a group's chosen option is one of the internal ``*_schema`` configs."""
-    for group, option in choices.items():
+    for key, option in choices.items():
+        group = str(key)
         if isinstance(option, str) and option.endswith("_schema"):
-            options = ", ".join(user_options(str(group)))
+            options = ", ".join(user_options(group))
             return f"{group}={option}: an internal schema, not an option; choose one of {options}"
     return None
-
-
-def user_options(group: str) -> list[str]:
-    """The options of a config group in Hydra's search path, without the ``*_schema`` configs
-    (the dataclasses that the YAML options extend). Needs an initialized Hydra."""
-    loader = GlobalHydra.instance().config_loader()
-    return sorted(o for o in loader.get_group_options(group) if not o.endswith("_schema"))
-
-
-def config_groups_help() -> str:
-    """``group: option, ...`` per config group but Hydra's: ``--help``'s list (resolver
-    ``physicsml_config_groups`` in ``conf/hydra/help/physicsml.yaml``)."""
-    groups = sorted(GlobalHydra.instance().config_loader().list_groups(""))
-    return "\n".join(f"{g}: {', '.join(user_options(g))}" for g in groups if g != "hydra")
 
 
 def one_line(exc: BaseException) -> str:
@@ -136,7 +139,7 @@ def _run(cfg: DictConfig) -> float | None:
         metrics = train(cfg, run_dir)
     except Exception as exc:
         if not multirun:
-            if isinstance(exc, (ConfigError, StoreError, FileNotFoundError)):
+            if isinstance(exc, (ConfigError, StoreError, SavedModelError, FileNotFoundError)):
                 print(f"physicsml-train: error: {exc}", file=sys.stderr)
                 sys.exit(2)
             raise
@@ -180,7 +183,6 @@ def main() -> None:
     """Console script: validate overrides (one-line errors), then run Hydra."""
     register_configs()
     register_resolvers()
-    OmegaConf.register_new_resolver("physicsml_config_groups", config_groups_help, replace=True)
     # Hydra's own parser, so that every flag (-sc, -cd, --info, ...) reads as Hydra reads it
     error = cli_error(get_args_parser().parse_args(sys.argv[1:]))
     if error is not None:

@@ -15,10 +15,12 @@ import typing
 from collections.abc import Sequence
 from dataclasses import field, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from physicsml.config.errors import ConfigError
 from physicsml.config.schema import DataModuleConfig, ModuleConfig, TrainConfig, TrainerConfig
@@ -104,6 +106,22 @@ def model_schema(name: str) -> type:
             (parameter.name, _config_type(hints[parameter.name]), _config_field(parameter.default))
         )
     return make_dataclass(f"{model_class.__name__}Config", fields)
+
+
+def checked_hyperparameters(name: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """``hyperparameters`` of architecture ``name`` checked against its schema (names and
+    types) before anything is built: a saved model's values never reach a constructor
+    unchecked. Missing ones take the schema's defaults."""
+    schema = OmegaConf.structured(model_schema(name))
+    try:
+        merged = OmegaConf.merge(schema, dict(hyperparameters, architecture=name))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        message = str(exc).splitlines()[0]
+        raise ConfigError(f"module.model.{key}: {message}") from None
+    checked = cast(dict[str, Any], OmegaConf.to_container(merged))
+    checked.pop("architecture")
+    return checked
 
 
 def module_schema(name: str) -> type:

@@ -22,8 +22,8 @@ class ConcatenatedArray:
     """Arrays joined along ``axis`` (0, or 1 for ``edge_index [2,E]``), read on demand.
 
     Takes the selections that the datasets, statistics and neighbour tables make: along the
-    joined axis (after ``:`` when ``axis`` is 1) a non-negative int (``axis`` 0), a slice
-    with step 1 or an integer array; ``numpy.asarray`` of the result is an ndarray.
+    joined axis (after ``:`` when ``axis`` is 1) a non-negative int, a slice with step 1 or
+    an integer array; ``numpy.asarray`` of the result is an ndarray.
     """
 
     def __init__(self, parts: Sequence[Array], axis: int = 0) -> None:
@@ -46,7 +46,7 @@ class ConcatenatedArray:
         lead = (slice(None),) * self.axis
         if isinstance(key, (int, np.integer)):
             part = int(np.searchsorted(self.starts, key, side="right")) - 1
-            return self.parts[part][(*lead, int(key) - int(self.starts[part]))]
+            return self.parts[part][lead + (int(key) - int(self.starts[part]),)]
         if isinstance(key, slice):
             start, stop, step = key.indices(self.shape[self.axis])
             if step != 1:
@@ -62,9 +62,9 @@ class ConcatenatedArray:
             local = rows[chosen] - self.starts[part]
             piece = self.parts[part]
             if np.all(np.diff(local) == 1):  # a contiguous run: one slice read
-                out[(*lead, chosen)] = piece[(*lead, slice(int(local[0]), int(local[-1]) + 1))]
+                out[lead + (chosen,)] = piece[lead + (slice(int(local[0]), int(local[-1]) + 1),)]
             else:
-                out[(*lead, chosen)] = piece[(*lead, local)]
+                out[lead + (chosen,)] = piece[lead + (local,)]
         return out
 
 

@@ -120,7 +120,7 @@ class AtomsDataModule(L.LightningDataModule):
             if taken:
                 raise ConfigError(
                     f"datamodule.dataset is set together with datamodule.{taken[0]}_data: "
-                    "use either one store split by datamodule.split, or one store per split"
+                    "use either one source split by datamodule.split, or one source per split"
                 )
         return sources
 
@@ -163,7 +163,7 @@ class AtomsDataModule(L.LightningDataModule):
                 split_of[name] = (tuple(self.dataset_paths), idx)
         if not split_of:
             raise ConfigError(
-                "no data: set datamodule.dataset (one store, split by datamodule.split) or "
+                "no data: set datamodule.dataset (split by datamodule.split) or "
                 "datamodule.train_data / validation_data / test_data / predict_data"
             )
         # on_disk batches are built block by block from the stores, left on disk

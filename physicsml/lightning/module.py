@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from physicsml.config.errors import ConfigError
-from physicsml.config.registry import architecture_class
+from physicsml.config.registry import architecture_class, checked_hyperparameters
 from physicsml.models.utils import scatter_sum
 from physicsml.saved_model import SPEC_KEY, ModelSpec
 
@@ -86,7 +86,7 @@ class PotentialModule(L.LightningModule):
             cut_off=float(spec.graph.cut_off),
             avg_num_neighbours=float(stats["avg_num_neighbours"]),
             **{k: v for k, v in heads.items() if v},
-            **spec.hyperparameters,
+            **checked_hyperparameters(spec.architecture, spec.hyperparameters),
         )
         self.register_buffer("reference_energies", _reference_energies(spec).float())
         scale = self.module_config.get("energy_scale") or stats["energy_scale"]

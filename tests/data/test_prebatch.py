@@ -182,7 +182,7 @@ def test_training_and_identical_predictions(
             predict_data=str(ethanol_store),
             cache_dir=str(runs["in_memory"] / "cache"),
             pre_batch=mode,
-            elements=module.hparams["data"]["elements"],
+            elements=module.spec.elements,
             predict=BatchConfig(batch_size=96),
         )
         trainer = L.Trainer(logger=False, enable_progress_bar=False, inference_mode=False)

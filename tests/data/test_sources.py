@@ -14,6 +14,7 @@ import zarr
 from omegaconf import OmegaConf
 
 from physicsml.config.errors import ConfigError
+from physicsml.config.schema import DataModuleConfig
 from physicsml.data.concat import ConcatenatedArray
 from physicsml.data.datamodule import AtomsDataModule
 from physicsml.data.sources import open_source
@@ -59,7 +60,9 @@ def sources(tmp_path_factory: pytest.TempPathFactory, ethanol_store: Path) -> di
 
 def datamodule(cfg_factory, run_dir: Path, *overrides: str) -> AtomsDataModule:
     cfg = cfg_factory("datamodule.dataset=null", *overrides)
-    dm = AtomsDataModule(OmegaConf.to_object(cfg.datamodule), run_dir=run_dir)
+    config = OmegaConf.to_object(cfg.datamodule)
+    assert isinstance(config, DataModuleConfig)
+    dm = AtomsDataModule(config, run_dir=run_dir)
     dm.prepare_data()
     dm.setup("fit")
     return dm
