@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase.data import chemical_symbols
 
 from physicsml.data.graph import atoms_to_structure, collate, species_lookup
 from physicsml.lightning.module import PotentialModule, target_names
@@ -28,20 +29,72 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _symbol(number: int) -> str:
+    return chemical_symbols[number] if 0 <= number < len(chemical_symbols) else f"Z={number}"
+
+
+def check_atoms(atoms: Any, module: PotentialModule) -> None:
+    """Raise ``ValueError`` naming what is wrong if ``module`` cannot evaluate ``atoms``: no
+    atoms, non-finite positions or cell, a singular cell in its periodic directions, or an
+    element the model was not trained on. The model's ``pbc``/``cell`` overrides apply."""
+    graph = module.spec.graph
+    if len(atoms) == 0:
+        raise ValueError("the structure has no atoms")
+    positions = np.asarray(atoms.positions, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+    if len(bad):
+        raise ValueError(
+            f"positions of atom {bad[0]} are not finite: {positions[bad[0]].tolist()}"
+            + (f" ({len(bad)} atoms in all)" if len(bad) > 1 else "")
+        )
+    cell = np.asarray(atoms.cell.array if graph.cell is None else graph.cell, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc if graph.pbc is None else graph.pbc, dtype=bool).reshape(3)
+    if not np.isfinite(cell).all():
+        raise ValueError(f"the cell is not finite: {cell.tolist()}")
+    if pbc.any():
+        # the neighbour list spans each non-periodic direction with its own axis
+        spanning = np.where(pbc[:, None], cell, np.eye(3))
+        lengths = np.linalg.norm(spanning, axis=1).prod()
+        if abs(np.linalg.det(spanning)) <= 1e-6 * lengths:
+            raise ValueError(
+                f"the cell {cell.tolist()} is singular in its periodic directions "
+                f"(pbc {pbc.tolist()}): a periodic structure needs linearly independent "
+                "cell vectors"
+            )
+    elements = module.spec.elements
+    unknown = sorted(set(np.asarray(atoms.numbers).tolist()) - set(elements))
+    if unknown:
+        names = ", ".join(_symbol(z) for z in unknown)
+        known = ", ".join(_symbol(z) for z in elements)
+        raise ValueError(
+            f"element{'s' if len(unknown) > 1 else ''} {names} not known to the model, "
+            f"which was trained on {known}"
+        )
+
+
 def predict_atoms(
     module: PotentialModule, atoms_list: Sequence[Any], batch_size: int = 64
 ) -> dict[str, list[np.ndarray]]:
     """Predict every target of ``module`` for each ``ase.Atoms``, one array per structure.
 
     Keys are the data's names of the targets, plus ``energy`` (eV) and ``forces`` (eV/Å,
-    -dE/dx) for every model.
+    -dE/dx) for every model. A structure the model cannot evaluate is a ``ValueError``
+    (see ``check_atoms``), prefixed with its index when there are several.
     """
+    atoms_list = list(atoms_list)
+    for index, atoms in enumerate(atoms_list):
+        try:
+            check_atoms(atoms, module)
+        except ValueError as exc:
+            if len(atoms_list) == 1:
+                raise
+            raise ValueError(f"structure {index}: {exc}") from None
     graph = module.spec.graph
     lookup = species_lookup(module.spec.elements)
     dtype = next(module.parameters()).dtype
     device = next(module.parameters()).device
     out: dict[str, list[np.ndarray]] = {}
-    for chunk in _chunks(list(atoms_list), batch_size):
+    for chunk in _chunks(atoms_list, batch_size):
         structures = [
             atoms_to_structure(a, graph.cut_off, graph.pbc, graph.cell, graph.self_interaction)
             for a in chunk

@@ -24,17 +24,34 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from physicsml.allocator import keep_freed_memory
+from physicsml.config.checks import check_run_config
 from physicsml.config.errors import ConfigError
 from physicsml.config.schema import DataModuleConfig
 from physicsml.data.datamodule import AtomsDataModule
 from physicsml.lightning.module import PotentialModule
+from physicsml.run_dir import (
+    PREEMPTED_CKPT,
+    claim_run_dir,
+    finished_message,
+    latest_checkpoint,
+)
 from physicsml.saved_model import GraphSettings, ModelSpec, write_model_file
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"32": "32-true", "64": "64-true"}
+PRECISIONS = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+"""``trainer.precision`` spellings -> Lightning's names; ``PRECISION_NAMES`` are all it takes."""
+PRECISION_NAMES = ("32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+HALF_WEIGHTS = (
+    "16-bit weights and reference energies cannot resolve energies of hundreds of eV per atom"
+)
+CPU_REFUSED = {
+    "16-mixed": "CPU has no float16 autocast (Lightning would run bf16-mixed instead)",
+    "16-true": HALF_WEIGHTS,
+    "bf16-true": HALF_WEIGHTS,
+}
+"""Precisions refused on CPU, and why."""
 WANDB_ID_FILE = "wandb_id.txt"
-PREEMPTED_CKPT = "checkpoints/preempted.ckpt"
 
 # PotentialModule all-reduces its metric sums itself, so Lightning's sync_dist advice is moot.
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
@@ -51,8 +68,7 @@ def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
             "trainer.inference_mode must be false: forces are gradients of the energy, "
             "so validation and prediction need autograd"
         )
-    precision = str(kwargs["precision"])
-    kwargs["precision"] = PRECISIONS.get(precision, precision)
+    kwargs["precision"] = checked_precision(kwargs["precision"], kwargs.get("accelerator"))
     # The datamodule's EpochSampler shards the data over ranks itself: Lightning must not wrap it.
     kwargs["use_distributed_sampler"] = False
     if SLURMEnvironment.detect():
@@ -60,6 +76,24 @@ def trainer_kwargs(trainer_cfg: DictConfig) -> dict[str, Any]:
         # Lightning's own auto-requeue would requeue the job a second time.
         kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     return {k: v for k, v in kwargs.items() if v is not None or k in ("max_epochs",)}
+
+
+def checked_precision(precision: Any, accelerator: Any) -> str:
+    """Lightning's name of ``trainer.precision``; a ConfigError for an unknown one and for
+    one that cannot train a potential on CPU (``accelerator`` cpu, or auto without a GPU)."""
+    name = PRECISIONS.get(str(precision), str(precision))
+    if name not in PRECISION_NAMES:
+        raise ConfigError(
+            f"trainer.precision={precision}: not a precision; use 32 or 64 (on a GPU also "
+            "bf16-mixed, 16-mixed, bf16-true or 16-true)"
+        )
+    gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and not gpu)
+    if on_cpu and name in CPU_REFUSED:
+        raise ConfigError(
+            f"trainer.precision={precision} on CPU: {CPU_REFUSED[name]}; use 32 or 64"
+        )
+    return name
 
 
 def _callback_class(name: str) -> type[pl_callbacks.Callback]:
@@ -185,19 +219,12 @@ def wandb_kwargs(run_dir: Path, cfg: DictConfig | None) -> dict[str, Any]:
 
 def resume_path(run_dir: Path, ckpt_path: str | None) -> str | None:
     """``ckpt_path`` if set, else the newest checkpoint a previous attempt of this run left
-    (a requeued job resumes): ``checkpoints/last.ckpt`` (every epoch end),
-    ``checkpoints/preempted.ckpt`` (``PreemptionCheckpoint``) or Lightning's ``hpc_ckpt_*.ckpt``."""
+    (a requeued job resumes; see ``physicsml.run_dir.latest_checkpoint``)."""
     if ckpt_path is not None:
         return ckpt_path
-    found = [
-        *run_dir.glob("hpc_ckpt_*.ckpt"),
-        run_dir / "checkpoints" / "last.ckpt",
-        run_dir / PREEMPTED_CKPT,
-    ]
-    found = [p for p in found if p.is_file()]
-    if not found:
+    newest = latest_checkpoint(run_dir)
+    if newest is None:
         return None
-    newest = max(found, key=lambda p: p.stat().st_mtime)
     log.info("resuming from %s (left in the run directory by an earlier attempt)", newest)
     if _global_rank() == 0:
         # Lightning's CSVLogger deletes an existing metrics.csv: keep the earlier epochs
@@ -219,9 +246,20 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Fit a potential as configured, write ``metrics.json`` into ``run_dir`` and return it."""
+    """Fit a potential as configured, write ``metrics.json`` into ``run_dir`` and return it.
+
+    A ``run_dir`` that holds a run resumes it if it is this run (``physicsml.run_dir``): when
+    it is finished as far as ``cfg`` trains, its metrics are returned and nothing is written;
+    another run raises ``RunDirConflict`` before anything is written."""
     start = time.perf_counter()
+    check_run_config(cfg, run_dir)
+    trainer_args = trainer_kwargs(cfg.trainer)
     export_submitit_local_ranks()
+    # before anything is written: refuse another run's directory, do nothing for a finished run
+    finished = claim_run_dir(cfg, run_dir, write=_global_rank() == 0)
+    if finished is not None:
+        log.info(finished_message(run_dir, finished))
+        return finished
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.float32_matmul_precision:
@@ -248,7 +286,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if not loggers:  # a learning-rate monitor has nowhere to write without a logger
         callbacks = [c for c in callbacks if not isinstance(c, pl_callbacks.LearningRateMonitor)]
     trainer = L.Trainer(
-        **trainer_kwargs(cfg.trainer),
+        **trainer_args,
         callbacks=[*callbacks, PreemptionCheckpoint(run_dir)],
         logger=loggers or False,
     )

@@ -50,10 +50,13 @@ def test_cut_off_is_one_setting(cfg_factory) -> None:
     assert "cut_off" not in cfg.module.model  # the model receives the datamodule's value
 
 
-def run_train_cli(override: str, run_dir: Path) -> subprocess.CompletedProcess[str]:
-    """``physicsml-train OVERRIDE`` in a fresh process, writing into ``run_dir``."""
+def run_train_cli(*overrides: str, run_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``physicsml-train OVERRIDES`` in a fresh process, writing into ``run_dir`` (and its
+    cache beside it unless an override chooses one)."""
+    if not any(o.startswith("datamodule.cache_dir=") for o in overrides):
+        overrides = (*overrides, f"datamodule.cache_dir={run_dir.parent / 'cache'}")
     return subprocess.run(
-        [sys.executable, "-m", "physicsml.cli.train", override, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "physicsml.cli.train", *overrides, f"hydra.run.dir={run_dir}"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -71,7 +74,7 @@ def run_train_cli(override: str, run_dir: Path) -> subprocess.CompletedProcess[s
     ],
 )
 def test_cli_rejects_bad_overrides(override: str, expected: str, tmp_path: Path) -> None:
-    result = run_train_cli(override, tmp_path / "run")
+    result = run_train_cli(override, run_dir=tmp_path / "run")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -91,7 +94,7 @@ def test_cli_rejects_bad_values_before_training(
     override: str, message: str, tmp_path: Path
 ) -> None:
     # well-typed values that only the run can judge: one line, exit 2, no results written
-    result = run_train_cli(override, tmp_path / "run")
+    result = run_train_cli(override, run_dir=tmp_path / "run")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"physicsml-train: error: {message}")
     assert not (tmp_path / "run" / "metrics.json").exists()

@@ -130,7 +130,7 @@ def test_a_ddp_job_through_the_local_submitit_launcher(ethanol_store: Path, tmp_
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.err"))
+    logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs
     assert not list((sweep / "0").glob("*ddp_process*"))  # Lightning started no process
     assert json.loads((sweep / "0" / "metrics.json").read_text())["epoch"] == 1

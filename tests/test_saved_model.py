@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -136,3 +137,27 @@ def test_hyperparameters_are_checked_before_anything_is_built(
     spec = replace(egnn_spec(), hyperparameters=hyperparameters)
     with pytest.raises(ConfigError, match=f"module.model.{key}"):
         PotentialModule(spec)
+
+
+def test_a_crafted_model_file_imports_and_calls_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a module on sys.path that would leave a marker if anything imported it
+    marker = tmp_path / "imported"
+    (tmp_path / "payload_module.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+        "class Evil:\n    def __init__(self, **kw):\n        Path(__file__).touch()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = egnn_spec().as_dict()
+    for architecture, hyperparameters in [
+        ("payload_module.Evil", {}),
+        ("payload_module:Evil", {}),
+        ("egnn", {"_target_": "payload_module.Evil", "c_hidden": 8}),
+    ]:
+        blob = {**spec, "architecture": architecture, "hyperparameters": hyperparameters}
+        torch.save({SPEC_KEY: blob, "state_dict": {}}, tmp_path / "model.pt")
+        with pytest.raises(ConfigError):
+            PhysicsMLCalculator(tmp_path)
+    assert not marker.exists()
+    assert "payload_module" not in sys.modules

@@ -16,6 +16,9 @@ class PhysicsMLCalculator(Calculator):
 
     ``path`` is a run directory, a checkpoint (``.ckpt``) or a saved model. The neighbour
     list is built exactly as in training (same cut-off, pbc/cell overrides and padding).
+    A structure it cannot evaluate (no atoms, non-finite positions or cell, a singular
+    periodic cell, an element the model does not know) is a ``ValueError`` saying what is
+    wrong (``physicsml.inference.check_atoms``).
     """
 
     implemented_properties = ["energy", "free_energy", "forces"]

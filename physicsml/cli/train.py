@@ -19,17 +19,20 @@ from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 from physicsml.cli import report
 from physicsml.config.errors import ConfigError
 from physicsml.config.registry import config_dir, register_configs
 from physicsml.config.resolvers import register_resolvers, user_options
 from physicsml.data.store_format import StoreError
+from physicsml.lightning.errors import TrainingDivergedError
 from physicsml.saved_model import SavedModelError
 
 log = logging.getLogger("physicsml")
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper"
+USER_ERRORS = (ConfigError, StoreError, SavedModelError, FileNotFoundError, TrainingDivergedError)
+"""Errors a user fixes from their one-line message (exit status 2, no traceback)."""
 
 
 def cli_error(args: argparse.Namespace) -> str | None:
@@ -120,7 +123,39 @@ def one_line(exc: BaseException) -> str:
     return f"{key}: {message}" if key and key not in message else message
 
 
+def finished_run(args: argparse.Namespace) -> str | None:
+    """For a single run into a directory that already holds a run, checked before Hydra writes
+    ``.hydra/`` and ``train.log`` there: what to say when it holds this run, finished; None
+    when the run starts or resumes. Raises ``RunDirConflict`` when it holds another run."""
+    from hydra import compose, initialize_config_dir
+
+    from physicsml.run_dir import check_run_dir, finished_message, holds_run
+
+    flags = [args.multirun, args.help, args.hydra_help, args.cfg, args.info]
+    if any([*flags, args.shell_completion, args.config_path, args.experimental_rerun]):
+        return None
+    overrides = [
+        str(o.input_line)
+        for o in OverridesParser.create().parse_overrides(args.overrides)
+        if not o.is_sweep_override()
+        and (not o.key_or_group.startswith("hydra") or o.key_or_group.startswith("hydra.run."))
+    ]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        if args.config_dir is not None:
+            add_config_dir(args.config_dir)
+        cfg = compose(args.config_name or "train", overrides=overrides, return_hydra_config=True)
+        run_dir = Path(str(cfg.hydra.run.dir))
+    if not holds_run(run_dir):
+        return None
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir.resolve())
+    HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.output_dir}
+    _, finished = check_run_dir(cfg, run_dir)
+    return None if finished is None else finished_message(run_dir, finished)
+
+
 def _run(cfg: DictConfig) -> float | None:
+    from physicsml.run_dir import RunDirConflict
     from physicsml.train import train
 
     # Hydra's job logging prints (and writes to <run dir>/train.log) what reaches the root
@@ -132,20 +167,27 @@ def _run(cfg: DictConfig) -> float | None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = str(hydra_cfg.mode) == "RunMode.MULTIRUN"
     environ = dict(os.environ)
-    (run_dir / report.ERROR_FILE).unlink(missing_ok=True)  # left by an earlier attempt of this job
     if multirun and str(hydra_cfg.launcher._target_).endswith("BasicLauncher"):
         _as_single_run(hydra_cfg)
     try:
         metrics = train(cfg, run_dir)
-    except Exception as exc:
+    except RunDirConflict as exc:
+        # run_dir holds another run: nothing may be written into it, not even error.txt
         if not multirun:
-            if isinstance(exc, (ConfigError, StoreError, SavedModelError, FileNotFoundError)):
+            print(f"physicsml-train: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        log.error("job %s refused: %s", hydra_cfg.job.num, exc)
+        return None
+    except Exception as exc:
+        (run_dir / report.ERROR_FILE).write_text(f"{type(exc).__name__}: {one_line(exc)}\n")
+        if not multirun:
+            _log_to_file(exc)
+            if isinstance(exc, USER_ERRORS):
                 print(f"physicsml-train: error: {exc}", file=sys.stderr)
                 sys.exit(2)
             raise
         # one failed job must not stop the sweep: record it, the summary reports it
         log.exception("job %s failed: %s", hydra_cfg.job.num, exc)
-        (run_dir / report.ERROR_FILE).write_text(f"{type(exc).__name__}: {one_line(exc)}\n")
         return None  # a failed trial for Optuna's sweeper
     finally:
         # Lightning's DDP launcher leaves its process group and LOCAL_RANK, MASTER_PORT... behind:
@@ -156,8 +198,11 @@ def _run(cfg: DictConfig) -> float | None:
             torch.distributed.destroy_process_group()
         os.environ.clear()
         os.environ.update(environ)
+    (run_dir / report.ERROR_FILE).unlink(missing_ok=True)  # left by an earlier, failed attempt
     summary = ", ".join(
-        f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("val_") and "rmse" not in k
+        f"{k} {v:.4g}"
+        for k, v in metrics.items()
+        if k.startswith("val_") and "rmse" not in k and v is not None  # None: not finite
     )
     print(f"physicsml-train: done after {metrics['epoch']} epochs: {summary}")
     print(f"physicsml-train: run directory {run_dir}")
@@ -168,6 +213,18 @@ def _run(cfg: DictConfig) -> float | None:
         log.warning("optimized_metric %s is not one of %s", cfg.optimized_metric, sorted(metrics))
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _log_to_file(exc: BaseException) -> None:
+    """Write ``exc`` and its traceback into the run's log (Hydra's ``<run dir>/train.log``)
+    only: the console gets the error once, from ``physicsml-train`` or Hydra."""
+    record = log.makeRecord(
+        log.name, logging.ERROR, __file__, 0, "run failed: %s: %s",
+        (type(exc).__name__, one_line(exc)), (type(exc), exc, exc.__traceback__),
+    )  # fmt: skip
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _as_single_run(hydra_cfg: Any) -> None:
@@ -184,10 +241,19 @@ def main() -> None:
     register_configs()
     register_resolvers()
     # Hydra's own parser, so that every flag (-sc, -cd, --info, ...) reads as Hydra reads it
-    error = cli_error(get_args_parser().parse_args(sys.argv[1:]))
+    args = get_args_parser().parse_args(sys.argv[1:])
+    error = cli_error(args)
     if error is not None:
         print(f"physicsml-train: error: {error}", file=sys.stderr)
         sys.exit(2)
+    try:
+        finished = finished_run(args)
+    except USER_ERRORS as exc:  # e.g. the run directory holds another run (RunDirConflict)
+        print(f"physicsml-train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if finished is not None:
+        print(f"physicsml-train: {finished}")
+        return
     hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(_run)()
     if report.failed_jobs:  # filled by report.SweepSummary, the Hydra callback
         sys.exit(1)

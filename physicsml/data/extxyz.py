@@ -48,6 +48,12 @@ class UnsupportedExtxyz(ValueError):
     """The file uses an extxyz feature that this reader leaves to ``ase.io``."""
 
 
+class MalformedExtxyz(ValueError):
+    """The file is not extxyz (an atom count that does not match the atom lines): the
+    message names the frame and line, which ``ase.io`` (reading the whole file first)
+    cannot."""
+
+
 def _value(key: str, text: str) -> Any:
     """A comment-line value as ``ase.io.extxyz`` types it: int, float (arrays), else str/bool."""
     if text.startswith("_JSON"):
@@ -197,9 +203,16 @@ def _block(
         offset += n
 
 
-def _frame_texts(handle: TextIO) -> Iterator[tuple[int, str, list[str]]]:
-    """(atom count, comment line, atom lines) of each frame."""
-    for count_line in handle:
+def _frame_texts(handle: TextIO) -> Iterator[tuple[int, int, str, list[str]]]:
+    """(line number of its count, atom count, comment line, atom lines) of each frame.
+
+    A count line that is not an integer raises ``MalformedExtxyz`` naming the frame, unless
+    it holds lattice vectors (``VEC``, left to ``ase.io``); when it looks like an atom line of
+    the frame before (as many values), that frame's count is named as too small.
+    """
+    line = 1
+    natoms, width = 0, -1
+    for frame, count_line in enumerate(handle):
         if not count_line.strip():
             rest = handle.read()
             if rest.strip():
@@ -208,12 +221,29 @@ def _frame_texts(handle: TextIO) -> Iterator[tuple[int, str, list[str]]]:
         try:
             natoms = int(count_line)
         except ValueError:
-            raise UnsupportedExtxyz(f"expected an atom count, got {count_line[:40]!r}") from None
+            if count_line.lstrip().startswith("VEC"):
+                raise UnsupportedExtxyz("VEC lines") from None
+            if frame and len(count_line.split()) == width:
+                raise MalformedExtxyz(
+                    f"frame {frame - 1} (line {line - natoms - 2}): more atom lines than its "
+                    f"atom count {natoms}"
+                ) from None
+            raise MalformedExtxyz(
+                f"frame {frame} (line {line}): expected an atom count, got {count_line[:40]!r}"
+            ) from None
         comment = next(handle, None)
         atom_lines = list(islice(handle, natoms))
         if comment is None or len(atom_lines) != natoms:
-            raise UnsupportedExtxyz("file ends inside a frame")
-        yield natoms, comment, atom_lines
+            raise MalformedExtxyz(
+                f"frame {frame} (line {line}): the file ends before its {natoms} atoms"
+            )
+        width = len(atom_lines[0].split()) if atom_lines else -1
+        if atom_lines and len(atom_lines[-1].split()) != width:
+            raise MalformedExtxyz(
+                f"frame {frame} (line {line}): fewer atom lines than its atom count {natoms}"
+            )
+        yield line, natoms, comment, atom_lines
+        line += natoms + 2
 
 
 def read_extxyz(path: str | Path) -> Iterator[Frame]:
@@ -227,7 +257,7 @@ def read_extxyz(path: str | Path) -> Iterator[Frame]:
         comments: list[tuple[np.ndarray, np.ndarray, dict[str, Any]]] = []
         lines: list[str] = []
         block_properties: str | None = None
-        for n, comment, atom_lines in _frame_texts(handle):
+        for _, n, comment, atom_lines in _frame_texts(handle):
             cell, pbc, properties, info = _info_parts(parse_comment(comment))
             if natoms and (properties != block_properties or len(natoms) >= BLOCK_FRAMES):
                 yield from _block(natoms, comments, lines, str(block_properties))

@@ -1,8 +1,8 @@
 """On-disk helpers shared by the writers of stores, neighbour-list and pre-batch caches.
 
 Locks that concurrent processes (DDP ranks, sweep jobs) wait on, writes staged in a temporary
-folder and renamed into place, the ``complete`` attribute that marks a finished zarr group,
-and file hashes.
+folder and renamed into place (and interrupts held back while zarr writes), the ``complete``
+attribute that marks a finished zarr group, and file hashes.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import numpy as np
 import zarr
@@ -48,10 +50,12 @@ def staged(path: Path, tmp: Path | None = None) -> Iterator[Path]:
     """A temporary path to build ``path`` in, renamed to ``path`` when the block succeeds.
 
     ``tmp`` defaults to ``<path>.tmp-<pid>``; it is removed when the block fails, so an
-    interrupted write leaves nothing. What is at ``path`` is replaced only once the new
-    content is complete.
+    interrupted write leaves nothing, and a killed writer's (its pid not running) is removed
+    by the next. What is at ``path`` is replaced only once the new content is complete.
     """
-    tmp = tmp or path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    if tmp is None:
+        remove_stale(path.parent, re.escape(f"{path.name}.tmp-") + r"(\d+)")
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     remove(tmp)
     try:
         yield tmp
@@ -65,6 +69,65 @@ def staged(path: Path, tmp: Path | None = None) -> Iterator[Path]:
     except BaseException:
         remove(tmp)
         raise
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised by ``interrupt`` for the signal ``signum`` (SIGINT, SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_held: list[int] = []
+"""Signals that arrived inside ``uninterrupted`` blocks (the first is raised at their end)."""
+_depth = [0]
+
+
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    """A signal handler raising ``Interrupted``, at once or at the end of the ``uninterrupted``
+    block being run, so that a staged write is removed with no zarr write left running."""
+    if _depth[0]:
+        _held.append(signum)
+        return
+    raise Interrupted(signum)
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold back ``interrupt`` until the block ends (zarr writes run in another thread: an
+    exception in ours would leave them writing into a folder being removed)."""
+    _depth[0] += 1
+    try:
+        yield
+    finally:
+        _depth[0] -= 1
+        if not _depth[0] and _held:
+            signum = _held[0]
+            _held.clear()
+            raise Interrupted(signum)
+
+
+def remove_stale(folder: Path, pattern: str) -> None:
+    """Remove the entries of ``folder`` whose whole name matches ``pattern``, a regular
+    expression whose one group is a pid, when that process is not running: the temporary
+    paths of staged writes whose writer was killed."""
+    names = re.compile(pattern)
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        match = names.fullmatch(entry.name)
+        if match and not _running(int(match[1])):
+            remove(entry)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def complete(path: Path) -> bool:

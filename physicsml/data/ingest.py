@@ -22,7 +22,7 @@ from ase import units as ase_units
 from ase.data import atomic_numbers, chemical_symbols
 from tqdm.auto import tqdm
 
-from physicsml.data.extxyz import UnsupportedExtxyz, read_extxyz
+from physicsml.data.extxyz import MalformedExtxyz, UnsupportedExtxyz, read_extxyz
 from physicsml.data.files import file_sha256
 from physicsml.data.frames import atoms_to_frame
 from physicsml.data.store import AtomsStore
@@ -173,6 +173,8 @@ def _guarded(frames: Iterable[Frame], path: Path) -> Iterator[Frame]:
             return
         except (IngestError, UnsupportedExtxyz):
             raise
+        except MalformedExtxyz as error:  # names its frame: the reader reads ahead
+            raise IngestError(f"{path}: {error}") from error
         except Exception as error:
             message = f"{type(error).__name__}: {error}"
             raise IngestError(f"{path}: cannot read frame {index}: {message}") from error
@@ -222,6 +224,7 @@ def ingest(
         if energy_unit or length_unit or index != ":":
             raise IngestError(f"{source_path} is a store: units and index do not apply")
         store = AtomsStore(source_path)
+        store.verify(progress=progress)
         frames = _store_frames(store)
         source |= {
             "sha256": store.attrs["source"].get("sha256"),

@@ -20,7 +20,8 @@ import zarr
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 from tqdm.auto import tqdm
 
-from physicsml.data.files import complete, locked, staged, widen, zarr_array
+from physicsml.data.files import complete, locked, remove_stale, staged, widen, zarr_array
+from physicsml.data.integrity import Manifest, read_manifest, write_manifest
 from physicsml.data.offsets import offsets_of, structure_blocks
 from physicsml.data.store_format import FLUSH_ATOMS, Array, chunks
 
@@ -181,7 +182,7 @@ def store_neighbours(
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     path = store.path
     directory = path / "neighbours"
-    cached = _read_table(directory / key, lazy)
+    cached = _read_table(path, directory / key, lazy)
     if cached is not None:
         return cached
     blocks = _edge_blocks(store.open_arrays(), params, path.name, progress)
@@ -190,6 +191,7 @@ def store_neighbours(
         return _concatenate(blocks)
     directory.mkdir(exist_ok=True)
     with locked(directory / ".lock"):
+        remove_stale(directory, r"\.tmp-[0-9a-f]{16}-(\d+)")
         if not complete(directory / key):
             zarr.open_group(directory, mode="a", zarr_format=3)
             with staged(directory / key, directory / f".tmp-{key}-{os.getpid()}") as tmp:
@@ -200,7 +202,7 @@ def store_neighbours(
                 params["cut_off"],
                 directory / key,
             )
-    table = _read_table(directory / key, lazy)
+    table = _read_table(path, directory / key, lazy)
     assert table is not None
     return table
 
@@ -255,13 +257,28 @@ def _edge_blocks(
     bar.close()
 
 
-def _read_table(path: Path, lazy: bool) -> NeighbourTable | None:
+def table_manifests(store: Path) -> list[Manifest]:
+    """The manifests of the neighbour tables cached in the store at ``store``."""
+    directory = store / "neighbours"
+    if not directory.is_dir():
+        return []
+    tables = [p for p in sorted(directory.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    return [read_manifest(store, table) for table in tables]
+
+
+def _read_table(store: Path, path: Path, lazy: bool) -> NeighbourTable | None:
+    """The cached table at ``path``, its chunks verified against its manifest on first use."""
     if not complete(path):
         return None
+    manifest = read_manifest(store, path)
+    manifest.verify()
     group = zarr.open_group(path, mode="r", zarr_format=3)
-    edge_index, shifts = (zarr_array(group, name) for name in ("edge_index", "shifts"))
+    offsets, edge_index, shifts = (
+        manifest.checked(zarr_array(group, name), name)
+        for name in ("offsets", "edge_index", "shifts")
+    )
     return NeighbourTable(
-        offsets=np.asarray(zarr_array(group, "offsets")[...]),
+        offsets=np.asarray(offsets[...]),
         edge_index=edge_index if lazy else np.asarray(edge_index[...]),
         shifts=shifts if lazy else np.asarray(shifts[...]),
     )
@@ -299,3 +316,4 @@ def _write_table(path: Path, blocks: Iterable[EdgeBlock], params: dict[str, Any]
     group.create_array("offsets", data=offsets, chunks=chunks(offsets.shape, np.int64))
     group.attrs.update({**params, "num_edges": int(offsets[-1])})
     group.attrs["complete"] = True
+    write_manifest(path)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import numpy as np
 import zarr
 
 from physicsml.data.files import zarr_array
-from physicsml.data.neighbours import NeighbourTable, store_neighbours
+from physicsml.data.integrity import CheckedArray, Manifest, read_manifest
+from physicsml.data.neighbours import NeighbourTable, store_neighbours, table_manifests
 from physicsml.data.store_format import FORMAT, SCHEMA_VERSION, Array, StoreError
 
 
@@ -35,7 +37,12 @@ class StoreData:
 
 
 class AtomsStore:
-    """A read-only physicsml store on disk (see ``physicsml.data.store_format``)."""
+    """A read-only physicsml store on disk (see ``physicsml.data.store_format``).
+
+    Opening it checks that every chunk recorded in the manifests of the store and of its
+    neighbour-list caches exists with its recorded size (``StoreError`` otherwise), so that
+    no chunk reads as zarr's fill value; ``verify`` checks their hashes.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -60,12 +67,23 @@ class AtomsStore:
                 f"{self.path} is incomplete (its writer was interrupted); "
                 "delete it and ingest again"
             )
+        if attrs.get("schema_version") == 1:
+            source = attrs.get("source")
+            origin = source.get("path") if isinstance(source, dict) else None
+            raise StoreError(
+                f"{self.path} was written by an older physicsml (schema_version 1, no manifest "
+                "of its chunks to check them against): ingest it again, physicsml-ingest "
+                f"--overwrite {origin or 'SOURCE'} {self.path}"
+            )
         if attrs.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema_version {attrs.get('schema_version')}, this physicsml "
                 f"reads version {SCHEMA_VERSION}; convert it with physicsml-ingest"
             )
         self.attrs: dict[str, Any] = attrs
+        self.manifest: Manifest = read_manifest(self.path, self.path)
+        for manifest in self.manifests():
+            manifest.check_files()
 
     def __repr__(self) -> str:
         return (
@@ -89,16 +107,41 @@ class AtomsStore:
     def properties(self) -> dict[str, dict[str, Any]]:
         return dict(self.attrs["properties"])
 
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of the store's content: the hashes of its arrays' chunks and its
+        attributes but ``source`` (path, time). Two stores written from the same frames by
+        the same physicsml have the same hash; neighbour-list caches are not part of it."""
+        attrs = {k: v for k, v in self.attrs.items() if k != "source"}
+        content = {"attributes": attrs, "arrays": self.manifest.arrays}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+    def verify(self, force: bool = False, progress: bool = False) -> int:
+        """Check the hash of every chunk of the store and of its neighbour-list caches against
+        their manifests; ``StoreError`` naming the first that differs.
+
+        A verified store is remembered (``verified.json``) until one of its files changes, so
+        only the first call hashes, unless ``force``. Returns the number of files hashed.
+        """
+        return sum(manifest.verify(force, progress) for manifest in self.manifests())
+
+    def manifests(self) -> list[Manifest]:
+        """The manifest of the store and those of its neighbour-list caches."""
+        return [self.manifest, *table_manifests(self.path)]
+
+    def _array(self, name: str) -> CheckedArray:
+        return self.manifest.checked(zarr_array(self._root, name), name)
+
     def _read(self, name: str) -> np.ndarray:
-        return np.asarray(zarr_array(self._root, name)[...])
+        return np.asarray(self._array(name)[...])
 
     def load(self) -> StoreData:
         """Read the whole store into memory."""
         return self._data(self._read)
 
     def open_arrays(self) -> StoreData:
-        """The store's arrays as zarr arrays read on demand (only ``offsets`` in memory)."""
-        return self._data(partial(zarr_array, self._root))
+        """The store's arrays read on demand (only ``offsets`` in memory): zarr arrays whose
+        read errors are ``StoreError`` naming the store, array and chunk (``CheckedArray``)."""
+        return self._data(self._array)
 
     def _data(self, read: Callable[[str], Array]) -> StoreData:
         levels = {name: p["level"] for name, p in self.properties.items()}

@@ -8,7 +8,8 @@ Layout of a store (a zarr v3 group)::
     neighbours/<key>/{offsets [S+1], edge_index [2,E] int32, shifts [E,3] int8|int16|int32}
 
 Root attributes: ``format``, ``schema_version``, ``num_structures``, ``num_atoms``,
-``elements``, ``properties``, ``units``, ``source`` and ``complete`` (written last).
+``elements``, ``properties``, ``units``, ``source`` and ``complete`` (written last). The store
+and each neighbour table hold a ``manifest.json`` of their chunks (``physicsml.data.integrity``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 FORMAT = "physicsml-store"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``manifest.json`` records every chunk's size and hash (``physicsml.data.integrity``);
+stores of version 1 have none and are ingested again."""
 CHUNK_BYTES = 2**21
 """Target size of one uncompressed chunk (2 MiB) for sequential reads."""
 FLUSH_ATOMS = 2**18

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from physicsml.data.files import staged
+from physicsml.data.files import staged, uninterrupted
+from physicsml.data.integrity import write_manifest
 from physicsml.data.store import AtomsStore
 from physicsml.data.store_format import (
     FLUSH_ATOMS,
@@ -75,18 +76,19 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
-        for name, parts in self.buffers.items():
-            if not parts:
-                continue
-            block = np.concatenate(parts)
-            array = self.root[name]
-            assert isinstance(array, zarr.Array)
-            start = array.shape[0]
-            array.resize((start + len(block), *array.shape[1:]))
-            array[start:] = block
-            if name == "atoms/numbers":
-                self.elements.update(np.unique(block).tolist())
-            parts.clear()
+        with uninterrupted():
+            for name, parts in self.buffers.items():
+                if not parts:
+                    continue
+                block = np.concatenate(parts)
+                array = self.root[name]
+                assert isinstance(array, zarr.Array)
+                start = array.shape[0]
+                array.resize((start + len(block), *array.shape[1:]))
+                array[start:] = block
+                if name == "atoms/numbers":
+                    self.elements.update(np.unique(block).tolist())
+                parts.clear()
         self.buffered_atoms = 0
 
 
@@ -115,11 +117,13 @@ def write_store(
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     with staged(path) as tmp:
-        root = zarr.open_group(tmp, mode="w", zarr_format=3)
+        with uninterrupted():  # zarr writes, finished before a signal stops the write
+            root = zarr.open_group(tmp, mode="w", zarr_format=3)
         writer: _Writer | None = None
         for index, frame in enumerate(frames):
             if writer is None:
-                writer = _Writer(root, property_specs(frame))
+                with uninterrupted():
+                    writer = _Writer(root, property_specs(frame))
             problem = frame_problem(frame, writer.specs)
             if problem is None:
                 writer.add(frame)
@@ -129,22 +133,24 @@ def write_store(
                 on_bad(index, problem)
         if writer is None or writer.num_structures == 0:
             raise ValueError("no frames to write")
-        writer.flush()
-        properties: dict[str, Any] = {
-            name: {"level": spec.level, "shape": list(spec.shape), "unit": units.get(name, "")}
-            for name, spec in writer.specs.items()
-        }
-        root.attrs.update(
-            {
-                "format": FORMAT,
-                "schema_version": SCHEMA_VERSION,
-                "num_structures": writer.num_structures,
-                "num_atoms": writer.num_atoms,
-                "elements": sorted(writer.elements),
-                "properties": properties,
-                "units": dict(units),
-                "source": dict(source),
+        with uninterrupted():
+            writer.flush()
+            properties: dict[str, Any] = {
+                name: {"level": spec.level, "shape": list(spec.shape), "unit": units.get(name, "")}
+                for name, spec in writer.specs.items()
             }
-        )
-        root.attrs["complete"] = True
+            root.attrs.update(
+                {
+                    "format": FORMAT,
+                    "schema_version": SCHEMA_VERSION,
+                    "num_structures": writer.num_structures,
+                    "num_atoms": writer.num_atoms,
+                    "elements": sorted(writer.elements),
+                    "properties": properties,
+                    "units": dict(units),
+                    "source": dict(source),
+                }
+            )
+            root.attrs["complete"] = True
+            write_manifest(tmp)
     return AtomsStore(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import lightning as L
@@ -14,10 +15,12 @@ from torch import Tensor
 
 from physicsml.config.errors import ConfigError
 from physicsml.config.registry import architecture_class, checked_hyperparameters
+from physicsml.lightning.errors import TrainingDivergedError
 from physicsml.models.utils import scatter_sum
 from physicsml.saved_model import SPEC_KEY, ModelSpec
 
 TARGET_KINDS = ("y_graph_scalars", "y_graph_vector", "y_node_scalars", "y_node_vector")
+DIVERGED_ADVICE = "lower module.optimizer.config.lr, or check the data"
 
 
 def _reference_energies(spec: ModelSpec) -> Tensor:
@@ -116,13 +119,7 @@ class PotentialModule(L.LightningModule):
         if want_forces:
             batch["coordinates"].requires_grad_(True)
         out = self.model(batch)
-        num_graphs = batch["ptr"].numel() - 1
-        reference = cast(Tensor, self.reference_energies)
-        node_energy = (
-            self.energy_scale * out["node_energy"]
-            + reference.to(out["node_energy"].dtype)[batch["species"]]
-        )
-        energy = scatter_sum(node_energy, batch["batch"], num_graphs)
+        energy = self._energy(out["node_energy"], batch)
         preds: dict[str, Tensor] = {"energy": energy}
         if self.graph_scalar_names:
             columns = [energy.unsqueeze(-1)]
@@ -143,6 +140,17 @@ class PotentialModule(L.LightningModule):
             )
         return preds
 
+    def _energy(self, node_out: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """``sum_i scale * e_i + E0[Z_i]`` per structure, in float32 (float64 for a float64
+        model) also under autocast: in bf16, E0 (hundreds of eV per atom) and the sum over
+        atoms would be rounded to whole eV."""
+        dtype = torch.promote_types(node_out.dtype, torch.float32)
+        with torch.autocast(node_out.device.type, enabled=False):
+            reference = cast(Tensor, self.reference_energies).to(dtype)[batch["species"]]
+            scale = cast(Tensor, self.energy_scale).to(dtype)
+            node_energy = scale * node_out.to(dtype) + reference
+            return scatter_sum(node_energy, batch["batch"], batch["ptr"].numel() - 1)
+
     # -- steps -------------------------------------------------------------------
     def _step(self, batch: dict[str, Tensor], split: str) -> Tensor:
         with torch.enable_grad():
@@ -162,8 +170,41 @@ class PotentialModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
+        self._stop_unless_finite(loss, batch_idx)
         self.log("train_loss_step", loss.detach(), prog_bar=True, batch_size=1)
         return loss
+
+    def _stop_unless_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Raise ``TrainingDivergedError`` before the backward pass when the loss of this or
+        any other rank is not finite. Under DDP this costs one scalar all-reduce per step, and
+        every rank stops at the same step (a rank stopping alone would leave the others
+        waiting in the gradient all-reduce)."""
+        total = self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="sum")
+        if bool(torch.isfinite(total)):
+            return
+        raise TrainingDivergedError(
+            f"the training loss is {float(total)} at epoch {self.current_epoch + 1}, "
+            f"batch {batch_idx + 1}: training stopped; {self._last_checkpoint()} "
+            f"({DIVERGED_ADVICE})"
+        )
+
+    def _last_checkpoint(self) -> str:
+        """Where the newest checkpoint of this run is, for the divergence message."""
+        written = [
+            Path(path)
+            for callback in self.trainer.checkpoint_callbacks
+            for path in (
+                getattr(callback, "last_model_path", ""),
+                getattr(callback, "best_model_path", ""),
+            )
+            if path
+        ]
+        written = [path for path in written if path.is_file()]
+        if not written:
+            return "no checkpoint was written before it"
+        # the newest; of equally new ones (the same epoch) last.ckpt, which a resume uses
+        newest = max(written, key=lambda path: (path.stat().st_mtime_ns, path.stem == "last"))
+        return f"the last finite checkpoint is {newest}"
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -271,6 +312,14 @@ class PotentialModule(L.LightningModule):
 
     # -- checkpoint extras: RNG states, and the plateau scheduler's pending step ---------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A finite loss can still give infinite gradients and non-finite weights: never save them
+        broken = [name for name, p in self.named_parameters() if not bool(p.isfinite().all())]
+        if broken:
+            raise TrainingDivergedError(
+                f"the weights ({broken[0]}{' and others' if len(broken) > 1 else ''}) are not "
+                f"finite after epoch {self.current_epoch + 1}: training stopped; "
+                f"{self._last_checkpoint()} ({DIVERGED_ADVICE})"
+            )
         np_state = cast(tuple[Any, ...], np.random.get_state())
         version, internal, gauss = random.getstate()
         checkpoint["rng_states"] = {

@@ -191,6 +191,21 @@ def test_bad_frames(tmp_path: Path) -> None:
     assert "skipped 3 bad frames" in report.summary()
 
 
+@pytest.mark.parametrize(
+    ("count", "problem"),
+    [(10, "fewer atom lines than its atom count 10"), (8, "more atom lines than its atom count 8")],
+)
+def test_a_wrong_atom_count_names_its_frame(tmp_path: Path, count: int, problem: str) -> None:
+    lines = ETHANOL.read_text().splitlines(keepends=True)[: 11 * 8]  # 9 atoms a frame
+    assert lines[11 * 4] == "9\n"
+    lines[11 * 4] = f"{count}\n"
+    bad = tmp_path / "bad.extxyz"
+    bad.write_text("".join(lines))
+    with pytest.raises(IngestError, match=rf"bad.extxyz: frame 4 \(line 45\): {problem}$"):
+        ingest(bad, tmp_path / "out.zarr")
+    assert list(tmp_path.iterdir()) == [bad]
+
+
 def test_interrupted_ingest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = ETHANOL
     out = tmp_path / "out.zarr"

@@ -11,6 +11,7 @@ import zarr
 
 from physicsml.data import neighbours as neighbours_module
 from physicsml.data import store_format, store_writer
+from physicsml.data.integrity import CheckedArray
 from physicsml.data.neighbours import NeighbourTable
 from physicsml.data.store import AtomsStore
 from physicsml.data.store_format import Frame, StoreError
@@ -68,7 +69,7 @@ def test_round_trip_and_attrs(tmp_path: Path) -> None:
         "stress": {"level": "structure", "shape": [3, 3], "unit": ""},
     }
     assert store.attrs["format"] == "physicsml-store"
-    assert store.attrs["schema_version"] == 1
+    assert store.attrs["schema_version"] == 2
     assert store.attrs["complete"] is True
     assert store.attrs["source"] == SOURCE
     assert store.attrs["units"] == UNITS
@@ -182,10 +183,10 @@ def test_open_arrays_reads_on_demand(tmp_path: Path) -> None:
     lazy, loaded = store.open_arrays(), store.load()
     assert isinstance(lazy.offsets, np.ndarray)
     for name in ("positions", "numbers", "cell", "pbc"):
-        assert isinstance(getattr(lazy, name), zarr.Array)
+        assert isinstance(getattr(lazy, name), CheckedArray)
         np.testing.assert_array_equal(getattr(lazy, name)[...], getattr(loaded, name))
-    assert all(isinstance(a, zarr.Array) for a in lazy.atom_props.values())
-    assert all(isinstance(a, zarr.Array) for a in lazy.structure_props.values())
+    assert all(isinstance(a, CheckedArray) for a in lazy.atom_props.values())
+    assert all(isinstance(a, CheckedArray) for a in lazy.structure_props.values())
 
 
 def test_neighbours_written_in_blocks_widen_shifts(
@@ -202,7 +203,7 @@ def test_neighbours_written_in_blocks_widen_shifts(
     store = write_store(tmp_path / "s.zarr", [*frames, wire], source=SOURCE, units={})
     table = store.neighbours(5.0, progress=False)
     lazy = AtomsStore(store.path).neighbours(5.0, progress=False, lazy=True)
-    assert table.shifts.dtype == np.int16 and isinstance(lazy.shifts, zarr.Array)
+    assert table.shifts.dtype == np.int16 and isinstance(lazy.shifts, CheckedArray)
     assert table.offsets[-1] == len(table.shifts) == lazy.offsets[-1]
     np.testing.assert_array_equal(lazy.shifts[...], table.shifts)
     np.testing.assert_array_equal(lazy.edge_index[...], table.edge_index)

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import zarr
 
 from physicsml.config.schema import PreBatch
 from physicsml.data import prebatch as prebatch_module
 from physicsml.data import statistics as statistics_module
 from physicsml.data.datamodule import AtomsDataModule
+from physicsml.data.integrity import CheckedArray
 from physicsml.data.statistics import compute_statistics
 from physicsml.data.store import AtomsStore, StoreData
 from physicsml.data.store_format import Frame
@@ -119,5 +119,5 @@ def test_on_disk_setup_keeps_atoms_and_edges_on_disk(
                 assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), run
         held = held_arrays(dm)
         assert {"train/positions", "train/forces", "validation/edge_index"} <= held.keys()
-        assert all(isinstance(a, zarr.Array) for a in held.values()), run
+        assert all(isinstance(a, CheckedArray) for a in held.values()), run
         assert dm.statistics == plain.statistics
