@@ -28,6 +28,11 @@ from tests.test_saved_model import egnn_spec
         ),
         (["module.y_node_vector_loss.name=MSELos"], "module.y_node_vector_loss.name: torch.nn"),
         (["datamodule.train.batch_size=0"], "datamodule.train.batch_size must be at least 1"),
+        (["module.optimizer.config.lr=-1"], "module.optimizer.config: AdamW: Invalid learning"),
+        (["+module.scheduler.config.patiense=3"], "module.scheduler.config: ReduceLROnPlateau"),
+        (["seed=-1"], "seed must be null or in [0, 2**32)"),
+        (["module.model.c_hidden=-4"], "module.model: egnn cannot be built with"),
+        (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val must be >= 0"),
         (["datamodule.cache_dir=/proc/no_such_dir"], "datamodule.cache_dir: cannot create"),
         (["ckpt_path=missing.ckpt"], "ckpt_path: no such file"),
     ],
@@ -64,3 +69,20 @@ def test_ckpt_path_must_be_a_checkpoint_of_the_same_architecture(tmp_path: Path)
     result = run_train_cli(f"ckpt_path={checkpoint}", run_dir=tmp_path / "run")
     assert result.returncode == 2
     assert "a checkpoint of a mace model, but module.model.architecture is egnn" in result.stderr
+
+
+def test_unreadable_data_and_unusable_accelerator_are_one_line(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a structure file\n")
+    result = run_train_cli(f"datamodule.dataset={text}", run_dir=tmp_path / "a")
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"physicsml-train: error: {text}: cannot read frame 0")
+    )
+    assert "Traceback" not in result.stderr
+    if not torch.cuda.is_available():
+        result = run_train_cli("trainer.accelerator=gpu", run_dir=tmp_path / "b")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert "physicsml-train: error: No supported gpu backend found" in result.stderr

@@ -19,19 +19,29 @@ from hydra.core.config_search_path import SearchPathQuery
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, open_dict, read_write
 
 from physicsml.cli import report
 from physicsml.config.errors import ConfigError
 from physicsml.config.registry import config_dir, register_configs
 from physicsml.config.resolvers import register_resolvers, user_options
+from physicsml.data.ingest import IngestError
 from physicsml.data.store_format import StoreError
 from physicsml.lightning.errors import TrainingDivergedError
 from physicsml.saved_model import SavedModelError
 
 log = logging.getLogger("physicsml")
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper"
-USER_ERRORS = (ConfigError, StoreError, SavedModelError, FileNotFoundError, TrainingDivergedError)
+USER_ERRORS = (
+    ConfigError,
+    StoreError,
+    IngestError,
+    SavedModelError,
+    FileNotFoundError,
+    TrainingDivergedError,
+    MisconfigurationException,  # Lightning's word for a Trainer setting it cannot honour
+)
 """Errors a user fixes from their one-line message (exit status 2, no traceback)."""
 
 

@@ -29,6 +29,11 @@ def check_run_config(cfg: DictConfig, run_dir: Path) -> None:
     """Raise a ConfigError for the first value of ``cfg`` that cannot work."""
     module = cast(dict[str, Any], OmegaConf.to_container(cfg.module, resolve=True))
     check_classes(module)
+    if cfg.seed is not None and not 0 <= cfg.seed < 2**32:
+        raise ConfigError(f"seed must be null or in [0, 2**32), got {cfg.seed}")
+    clip = cfg.trainer.gradient_clip_val
+    if clip is not None and clip < 0:
+        raise ConfigError(f"trainer.gradient_clip_val must be >= 0 (0: no clipping), got {clip}")
     for split in SPLITS:
         size = cfg.datamodule[split].batch_size
         if size < 1:
@@ -57,11 +62,22 @@ def _named_class(key: str, namespace: Any, where: str, name: str) -> Any:
     return found
 
 
+def _build(key: str, target: Any, *args: Any, **kwargs: Any) -> Any:
+    """``target(*args, **kwargs)``, its argument and value errors as one ConfigError."""
+    _check_arguments(key, target, len(args), kwargs)
+    try:
+        return target(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{key}: {target.__name__}: {exc}") from None
+
+
 def check_classes(module: dict[str, Any]) -> None:
-    """Optimizer, scheduler and loss classes exist and take their configured arguments."""
+    """Optimizer, scheduler and loss classes exist and accept their configured arguments
+    (each is built once, the optimizer on a stand-in parameter)."""
     optimizer = module["optimizer"]
     opt_class = _named_class("module.optimizer.name", torch.optim, "torch.optim", optimizer["name"])
-    _check_arguments("module.optimizer.config", opt_class, 1, optimizer.get("config") or {})
+    stand_in = [torch.nn.Parameter(torch.zeros(1))]
+    built = _build("module.optimizer.config", opt_class, stand_in, **optimizer.get("config") or {})
     scheduler = module.get("scheduler") or {}
     if scheduler.get("name"):
         sched_class = _named_class(
@@ -70,7 +86,7 @@ def check_classes(module: dict[str, Any]) -> None:
             "torch.optim.lr_scheduler",
             scheduler["name"],
         )
-        _check_arguments("module.scheduler.config", sched_class, 1, scheduler.get("config") or {})
+        _build("module.scheduler.config", sched_class, built, **scheduler.get("config") or {})
     for key, loss in module.items():
         if key.endswith("_loss") and loss is not None:
             loss_class = _named_class(f"module.{key}.name", torch.nn, "torch.nn", loss["name"])

@@ -84,13 +84,21 @@ class PotentialModule(L.LightningModule):
             "num_graph_scalars": max(len(self.graph_scalar_names) - 1, 0),
             "num_graph_attrs": len(self.targets.get("graph_attrs_cols") or []),
         }
-        self.model = architecture_class(spec.architecture)(
-            num_elements=spec.num_elements,
-            cut_off=float(spec.graph.cut_off),
-            avg_num_neighbours=float(stats["avg_num_neighbours"]),
-            **{k: v for k, v in heads.items() if v},
-            **checked_hyperparameters(spec.architecture, spec.hyperparameters),
-        )
+        hyperparameters = checked_hyperparameters(spec.architecture, spec.hyperparameters)
+        try:
+            self.model = architecture_class(spec.architecture)(
+                num_elements=spec.num_elements,
+                cut_off=float(spec.graph.cut_off),
+                avg_num_neighbours=float(stats["avg_num_neighbours"]),
+                **{k: v for k, v in heads.items() if v},
+                **hyperparameters,
+            )
+        except ConfigError:
+            raise
+        except (ValueError, RuntimeError, TypeError) as exc:  # e.g. a negative layer width
+            raise ConfigError(
+                f"module.model: {spec.architecture} cannot be built with {hyperparameters}: {exc}"
+            ) from None
         self.register_buffer("reference_energies", _reference_energies(spec).float())
         scale = self.module_config.get("energy_scale") or stats["energy_scale"]
         self.register_buffer("energy_scale", torch.tensor(float(scale)))
