@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from physicsml.config.registry import config_dir, register_configs
 from physicsml.config.resolvers import register_resolvers
+from physicsml.data.files import remove
 from physicsml.data.frames import atoms_to_frame
 from physicsml.data.sources import default_cache_dir, open_source
 from physicsml.data.store_writer import write_store
@@ -66,17 +68,28 @@ class Model:
         return Path(self.cfg.hydra.runtime.output_dir)
 
     def _as_source(self, data: Data, name: str) -> str:
+        """A path as is; ``ase.Atoms`` written to a store in the cache named by its content
+        (``<cache_dir>/atoms/<name>-<hash>.zarr``), so nothing in the run directory is
+        written before ``train`` has checked that it may train there."""
         if isinstance(data, (str, Path)):
             return str(data)
-        store = self.run_dir / "data" / f"{name}.zarr"
-        write_store(
-            store,
+        cache = Path(OmegaConf.select(self.cfg, "datamodule.cache_dir") or default_cache_dir())
+        folder = cache.expanduser() / "atoms"
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".{name}.tmp-{os.getpid()}.zarr"
+        store = write_store(
+            staging,
             (atoms_to_frame(a) for a in data),
             source={"path": "<ase.Atoms list>", "reader": "physicsml.api"},
             units={"energy": "eV", "forces": "eV/Å", "positions": "Å"},
             overwrite=True,
         )
-        return str(store)
+        target = folder / f"{name}-{store.content_hash()[:16]}.zarr"
+        try:
+            staging.rename(target)
+        except OSError:  # the same data are there already
+            remove(staging)
+        return str(target)
 
     def train(
         self,

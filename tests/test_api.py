@@ -11,6 +11,7 @@ from ase.io import read
 
 import physicsml
 from physicsml.calculators import PhysicsMLCalculator
+from physicsml.run_dir import RunDirConflict
 from physicsml.saved_model import SPEC_KEY, SavedModelError, read_model_file
 from tests.structures import ETHANOL
 
@@ -110,3 +111,15 @@ def test_predict_from_a_file_matches_atoms(trained, tmp_path: Path) -> None:
     from_atoms = model.predict(frames[100:105])
     np.testing.assert_allclose(np.array(from_file["energy"]), np.array(from_atoms["energy"]))
     np.testing.assert_allclose(from_file["forces"][3], from_atoms["forces"][3], atol=1e-6)
+
+
+def test_other_atoms_into_a_trained_run_dir_touch_nothing(trained) -> None:
+    _, _, frames, tmp = trained
+    before = {p: p.read_bytes() for p in (tmp / "run").rglob("*") if p.is_file()}
+    other = physicsml.Model.from_overrides(
+        [*OVERRIDES, f"datamodule.cache_dir={tmp / 'cache'}"], run_dir=tmp / "run"
+    )
+    with pytest.raises(RunDirConflict, match="data of datamodule.train_data differ"):
+        other.train(train_data=frames[:50], validation_data=frames[100:])
+    after = {p: p.read_bytes() for p in (tmp / "run").rglob("*") if p.is_file()}
+    assert after == before

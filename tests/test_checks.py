@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from physicsml.lightning.module import PotentialModule
 from physicsml.saved_model import SPEC_KEY
+from tests.structures import ETHANOL
 from tests.test_configs import run_train_cli
 from tests.test_saved_model import egnn_spec
 
@@ -31,7 +33,6 @@ from tests.test_saved_model import egnn_spec
         (["module.optimizer.config.lr=-1"], "module.optimizer.config: AdamW: Invalid learning"),
         (["+module.scheduler.config.patiense=3"], "module.scheduler.config: ReduceLROnPlateau"),
         (["seed=-1"], "seed must be null or in [0, 2**32)"),
-        (["module.model.c_hidden=-4"], "module.model: egnn cannot be built with"),
         (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val must be >= 0"),
         (["datamodule.cache_dir=/proc/no_such_dir"], "datamodule.cache_dir: cannot create"),
         (["ckpt_path=missing.ckpt"], "ckpt_path: no such file"),
@@ -71,6 +72,18 @@ def test_ckpt_path_must_be_a_checkpoint_of_the_same_architecture(tmp_path: Path)
     assert "a checkpoint of a mace model, but module.model.architecture is egnn" in result.stderr
 
 
+def test_hyperparameters_the_model_rejects_are_one_line(tmp_path: Path) -> None:
+    # caught when the model is built, after the data are prepared
+    result = run_train_cli("module.model.c_hidden=-4", run_dir=tmp_path / "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("physicsml-train: error: module.model: egnn cannot be built with")
+    )
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 def test_unreadable_data_and_unusable_accelerator_are_one_line(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a structure file\n")
@@ -86,3 +99,15 @@ def test_unreadable_data_and_unusable_accelerator_are_one_line(tmp_path: Path) -
         result = run_train_cli("trainer.accelerator=gpu", run_dir=tmp_path / "b")
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert "physicsml-train: error: No supported gpu backend found" in result.stderr
+
+
+def test_a_bad_frame_in_a_training_file_points_at_physicsml_ingest(tmp_path: Path) -> None:
+    lines = ETHANOL.read_text().splitlines()[:33]  # three 9-atom frames
+    lines[12] = re.sub(r"energy=\S+", "energy=nan", lines[12])  # frame 1's comment line
+    bad = tmp_path / "bad.extxyz"
+    bad.write_text("\n".join(lines) + "\n")
+    result = run_train_cli(f"datamodule.dataset={bad}", run_dir=tmp_path / "run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"physicsml-train: error: {bad}: frame 1")
+    assert "physicsml-ingest --skip-bad" in last

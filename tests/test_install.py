@@ -22,19 +22,28 @@ def dependency_dirs() -> list[str]:
     return dirs
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without ``PYTHONPATH``."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 @pytest.fixture(scope="module")
 def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with physicsml installed from a wheel (without its dependencies) that
     imports those dependencies from the running interpreter's site directories, through a
     ``.pth`` file: this works whether or not the tests run inside a virtual environment."""
     venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    # without PYTHONPATH (the SLURM fixture puts this checkout on it): pip would take the
+    # checkout for an installed physicsml and skip the wheel
+    env = clean_environment()
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, env=env)
     python = venv / "bin" / "python"
     purelib = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     ).stdout.strip()
     (Path(purelib) / "physicsml_test_dependencies.pth").write_text("\n".join(dependency_dirs()))
     wheel_dir = tmp_path_factory.mktemp("wheel")
@@ -52,18 +61,20 @@ def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ],
         check=True,
         capture_output=True,
+        env=env,
     )
     (wheel,) = wheel_dir.glob("physicsml-*.whl")
     subprocess.run(  # this environment's pip, installing into the venv (which has none)
         [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", wheel],
         check=True,
         capture_output=True,
+        env=env,
     )
     return venv
 
 
 def test_wheel_trains_from_another_directory(installed_venv: Path, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = clean_environment()
     env["PHYSICSML_CACHE"] = str(tmp_path / "cache")
     python = installed_venv / "bin" / "python"
     where = subprocess.run(
@@ -72,8 +83,8 @@ def test_wheel_trains_from_another_directory(installed_venv: Path, tmp_path: Pat
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    assert where.returncode == 0, where.stderr[-3000:]
     package = Path(where.stdout.strip()).resolve().parent
     assert package.is_relative_to(installed_venv.resolve())  # the wheel, not this checkout
     assert (package / "conf" / "train.yaml").is_file()

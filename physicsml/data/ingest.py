@@ -263,7 +263,8 @@ def ingest(
         nonlocal skipped
         if not skip_bad:
             raise IngestError(
-                f"{source_path}: frame {frame}: {problem}; pass --skip-bad to skip bad frames"
+                f"{source_path}: frame {frame}: {problem} (physicsml-ingest --skip-bad "
+                "SOURCE STORE skips bad frames; then train on STORE)"
             )
         skipped += 1
         log.warning("%s: skipping frame %d: %s", source_path, frame, problem)
