@@ -111,3 +111,39 @@ def test_elements_and_statistics_from_training_split(cfg_factory) -> None:
     assert 6 * e0[1] + 2 * e0[6] + e0[8] == pytest.approx(np.mean(energies), abs=1e-6)
     assert 0.3 < stats.energy_scale < 3.0  # RMS force, eV/Å
     assert 6 < stats.avg_num_neighbours <= 8  # ethanol within 5 Å: nearly all 8 other atoms
+
+
+def test_logger_none_drops_the_learning_rate_monitor(cfg_factory) -> None:
+    cfg = cfg_factory(*TINY, "logger=none")  # the default callbacks include LearningRateMonitor
+    metrics = train(cfg, Path(cfg.hydra.runtime.output_dir))
+    assert np.isfinite(metrics["val_forces_mae"])
+
+
+def test_forces_alone_train_a_potential(cfg_factory) -> None:
+    cfg = cfg_factory(*TINY, "trainer.max_epochs=2", "datamodule.y_graph_scalars=null")
+    run_dir = Path(cfg.hydra.runtime.output_dir)
+    metrics = train(cfg, run_dir)
+    assert np.isfinite(metrics["val_forces_mae"]) and "val_energy_mae" not in metrics
+    from ase.io import read
+
+    from physicsml.inference import load_module, predict_atoms
+    from tests.structures import ETHANOL
+
+    preds = predict_atoms(load_module(run_dir), read(ETHANOL, ":2"))
+    assert preds["forces"][0].shape == (9, 3) and np.isfinite(preds["energy"]).all()
+
+
+def test_reference_energies_from_the_config(cfg_factory) -> None:
+    given = {1: -13.6, 6: -1029.0, 8: -2041.0}
+    cfg = cfg_factory(*TINY, f"module.reference_energies={given}")
+    run_dir = Path(cfg.hydra.runtime.output_dir)
+    train(cfg, run_dir)
+    from physicsml.inference import load_module
+
+    module = load_module(run_dir)
+    torch.testing.assert_close(module.reference_energies, torch.tensor(list(given.values())))
+    with pytest.raises(ConfigError, match=r"module.reference_energies: elements \[29\]"):
+        train(
+            cfg_factory(*TINY, "module.reference_energies={29: 0.05}", run_dir=run_dir / "b"),
+            run_dir / "b",
+        )

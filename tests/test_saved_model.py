@@ -105,6 +105,8 @@ def test_reference_energies_given_for_every_element() -> None:
         PotentialModule(egnn_spec(reference_energies={29: 0.05}))
     with pytest.raises(ConfigError, match=r"\[6, 8\] missing"):
         PotentialModule(egnn_spec(reference_energies={1: -1.0}))
+    with pytest.raises(ConfigError, match="expected {atomic number: energy in eV}"):
+        PotentialModule(egnn_spec(reference_energies=[1.0, 2.0, 3.0]))
 
 
 def test_calculator_gives_forces_of_an_energy_only_model(tmp_path: Path) -> None:

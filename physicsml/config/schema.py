@@ -165,7 +165,8 @@ class ModuleConfig:
     # Energy model: E = sum_i (scale * e_i + E0[Z_i]); E0 by least squares and scale (RMS force)
     # from the training split, unless given here ({atomic number: eV} for every element).
     energy_scale: float | None = None
-    reference_energies: dict[int, float] = field(default_factory=dict)
+    # Any: OmegaConf cannot merge a dict into a None typed as an optional dict
+    reference_energies: Any = None
 
 
 @dataclass

@@ -31,7 +31,12 @@ def _reference_energies(spec: ModelSpec) -> Tensor:
     if not given:
         fitted = torch.tensor(spec.statistics["reference_energies"], dtype=torch.float64)
         return torch.nn.functional.pad(fitted, (0, spec.num_elements - len(fitted)))
-    given = {int(z): float(e) for z, e in given.items()}
+    try:
+        given = {int(z): float(e) for z, e in given.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ConfigError(
+            f"module.reference_energies: expected {{atomic number: energy in eV}}, got {given!r}"
+        ) from None
     unknown = sorted(set(given) - set(elements))
     missing = sorted(set(elements) - set(given))
     if unknown or missing:
