@@ -246,7 +246,9 @@ def _final_metrics(trainer: L.Trainer) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Fit a potential as configured, write ``metrics.json`` into ``run_dir`` and return it.
+    """Fit a potential as configured, write ``metrics.json`` and ``model.pt`` (the best
+    checkpoint's weights, see ``use_best_weights``; ``test`` evaluates them) into ``run_dir``
+    and return the metrics.
 
     A ``run_dir`` that holds a run resumes it if it is this run (``physicsml.run_dir``): when
     it is finished as far as ``cfg`` trains, its metrics are returned and nothing is written;
@@ -297,7 +299,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics = _final_metrics(trainer)
+        metrics = {**_final_metrics(trainer), **use_best_weights(trainer, module)}
         if cfg.test and "test" in datamodule.datasets:
             for key, value in trainer.test(module, datamodule=datamodule, verbose=False)[0].items():
                 metrics[key] = float(value)
@@ -311,6 +313,37 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         tmp.write_text(json.dumps(strict_json(metrics), indent=2, allow_nan=False))
         tmp.replace(run_dir / "metrics.json")
     return metrics
+
+
+def best_checkpoint(trainer: L.Trainer) -> pl_callbacks.ModelCheckpoint | None:
+    """The first ``ModelCheckpoint`` monitoring a metric that saved its best checkpoint."""
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, pl_callbacks.ModelCheckpoint) or not callback.monitor:
+            continue
+        if callback.best_model_path and Path(callback.best_model_path).is_file():
+            return callback
+    return None
+
+
+def use_best_weights(trainer: L.Trainer, module: PotentialModule) -> dict[str, Any]:
+    """Load the best checkpoint's weights into ``module`` (what ``model.pt`` and ``test`` use)
+    and say where they came from: ``model_epoch`` (epochs trained, as ``epoch``),
+    ``model_source``, ``best_epoch`` and ``best_<monitor>``. Without a best checkpoint (no
+    validation data, no monitoring checkpoint callback) the last epoch's weights stay."""
+    callback = best_checkpoint(trainer)
+    if callback is None:
+        return {"model_epoch": trainer.current_epoch, "model_source": "last epoch"}
+    blob = torch.load(callback.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(blob["state_dict"])
+    epoch = int(blob["epoch"]) + 1  # the checkpoint's epoch index counts from 0
+    path = Path(callback.best_model_path)
+    which = "lowest" if callback.mode == "min" else "highest"
+    return {
+        "model_epoch": epoch,
+        "model_source": f"{path.parent.name}/{path.name} ({which} {callback.monitor})",
+        "best_epoch": epoch,
+        f"best_{callback.monitor}": float(cast(torch.Tensor, callback.best_model_score)),
+    }
 
 
 def strict_json(metrics: dict[str, Any]) -> dict[str, Any]:

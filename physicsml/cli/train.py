@@ -215,6 +215,10 @@ def _run(cfg: DictConfig) -> float | None:
         if k.startswith("val_") and "rmse" not in k and v is not None  # None: not finite
     )
     print(f"physicsml-train: done after {metrics['epoch']} epochs: {summary}")
+    if "model_epoch" in metrics:  # (a run finished before model.pt was the best epoch's)
+        print(
+            f"physicsml-train: model.pt: epoch {metrics['model_epoch']} ({metrics['model_source']})"
+        )
     print(f"physicsml-train: run directory {run_dir}")
     # what a sweeper (hparams_search=optuna) minimises; None (not NaN, which stops Optuna's
     # sweeper) makes a diverged run or a missing metric a failed trial

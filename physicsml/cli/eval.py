@@ -1,0 +1,97 @@
+"""``physicsml-eval MODEL DATA``: a trained potential's errors on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ase.io import write
+
+from physicsml.data.ingest import IngestError
+from physicsml.data.sources import default_cache_dir, open_source
+from physicsml.data.store_format import StoreError
+from physicsml.evaluate import (
+    EvaluationError,
+    annotated,
+    error_table,
+    format_table,
+    predict,
+    read_labelled,
+)
+from physicsml.inference import load_module
+from physicsml.saved_model import SavedModelError, find_model_file
+
+USER_ERRORS = (EvaluationError, SavedModelError, StoreError, IngestError)
+"""Errors a user fixes from their one-line message (exit status 2)."""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(
+        prog="physicsml-eval",
+        description="Predict energies and forces of DATA with MODEL and print their errors "
+        "(MAE, RMSE) overall, per element and per structure size.",
+    )
+    p.add_argument(
+        "model", help="a run directory (its model.pt: the best epoch's), a checkpoint or model.pt"
+    )
+    p.add_argument("data", help="a store, or any file physicsml-ingest reads")
+    p.add_argument("--out", type=Path, help="write the structures and predictions (extxyz)")
+    p.add_argument("--json", type=Path, help="write the error table (JSON)")
+    p.add_argument("--batch-size", type=int, default=64, help="structures per batch (64)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``physicsml-eval``; exits with status 2 on user errors."""
+    p = parser()
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    try:
+        run(args)
+    except USER_ERRORS as error:
+        print(f"physicsml-eval: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run(args: argparse.Namespace) -> None:
+    """Evaluate ``args.model`` on ``args.data``; write and print what ``args`` ask for."""
+    model_file = find_model_file(args.model)
+    module = load_module(model_file)
+    data = read_labelled(open_source(args.data, default_cache_dir()), module)
+    energy, forces = predict(module, data.atoms, args.batch_size, progress=not args.quiet)
+    if args.out is not None:
+        write(args.out, annotated(data, energy, forces), format="extxyz")
+        print(f"predictions of {len(data.atoms)} structures written to {args.out}")
+    if data.energy is None and data.forces is None:
+        if args.out is None:
+            raise EvaluationError(
+                f"{args.data} has no reference energies or forces to compare with: "
+                "pass --out to write the predictions"
+            )
+        print(f"{args.data} has no reference energies or forces: predictions only")
+        return
+    table = error_table(data, energy, forces)
+    print(f"{describe(model_file)} on {args.data}:")
+    print(format_table(table))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"model": str(model_file), **table}, indent=2) + "\n")
+
+
+def describe(model_file: Path) -> str:
+    """``model_file``, with the epoch and source a run directory's ``metrics.json`` records."""
+    metrics_file = model_file.with_name("metrics.json")
+    if model_file.name != "model.pt" or not metrics_file.is_file():
+        return str(model_file)
+    metrics = json.loads(metrics_file.read_text())
+    if "model_epoch" not in metrics:
+        return str(model_file)
+    return f"{model_file} (epoch {metrics['model_epoch']}: {metrics['model_source']})"
+
+
+if __name__ == "__main__":
+    main()
