@@ -23,6 +23,7 @@ from physicsml.data.store_writer import write_store
 from physicsml.inference import load_module, predict_atoms
 from physicsml.lightning.module import PotentialModule
 from physicsml.train import save_model, train
+from physicsml.transfer import source_overrides
 
 Data = str | Path | Sequence[Any]
 """A store path, a file physicsml-ingest reads, or a list of ``ase.Atoms`` with labels."""
@@ -134,10 +135,15 @@ class Model:
         return directory
 
     @classmethod
-    def load(cls, path: str | Path) -> Model:
-        """A model from a saved directory, a run directory or a checkpoint."""
+    def load(
+        cls, path: str | Path, overrides: Sequence[str] = (), run_dir: str | Path | None = None
+    ) -> Model:
+        """A model from a saved directory, a run directory or a checkpoint. Its ``train``
+        fine-tunes it: the config is the default one with the model's architecture,
+        hyperparameters and cut-off, ``module.init_from`` the model, and ``overrides``."""
         module = load_module(path)
-        return cls(OmegaConf.create({}), module)
+        source = [*source_overrides(module.spec), f"module.init_from='{Path(path).resolve()}'"]
+        return cls(compose_config([*source, *overrides], run_dir), module)
 
 
 def store_atoms(store: Any) -> list[Any]:

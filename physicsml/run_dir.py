@@ -92,7 +92,7 @@ class RunIdentity:
         out = [
             f"{k}: {_show(self.settings.get(k, _ABSENT))} -> {_show(new.settings.get(k, _ABSENT))}"
             for k in keys
-            if self.settings.get(k, _ABSENT) != new.settings.get(k, _ABSENT)
+            if _setting(self.settings, k) != _setting(new.settings, k)
         ]
         if self.data is None:  # a run older than run.json: its data are known by path alone
             old_data, new_data = self.sources, new.sources
@@ -153,6 +153,8 @@ def check_run_dir(cfg: DictConfig, run_dir: Path) -> tuple[RunIdentity, dict[str
     finished as far as ``cfg`` trains, its metrics (nothing to do); else None (start, or
     resume). Writes nothing; raises ``RunDirConflict`` when ``run_dir`` holds another run."""
     identity = run_identity(cfg)
+    if cfg.ckpt_path:
+        check_resumed_data(Path(str(cfg.ckpt_path)).expanduser(), identity)
     if not holds_run(run_dir):
         return identity, None
     ckpt = latest_checkpoint(run_dir) or run_dir / "checkpoints" / "last.ckpt"
@@ -183,6 +185,25 @@ def check_run_dir(cfg: DictConfig, run_dir: Path) -> tuple[RunIdentity, dict[str
             "start a new run directory (hydra.run.dir=...)"
         )
     return identity, None
+
+
+def check_resumed_data(ckpt: Path, identity: RunIdentity) -> None:
+    """A ``ckpt_path`` in ``<run>/checkpoints/`` resumes that run's training: refuse it on
+    training or validation data other than the run's (its ``run.json``), naming
+    ``module.init_from``, which starts from its weights on other data."""
+    recorded = recorded_identity(ckpt.parent.parent) if ckpt.parent.name == "checkpoints" else None
+    if recorded is None or recorded.data is None or identity.data is None:
+        return
+
+    def trained_on(data: dict[str, list[str]]) -> list[str]:
+        keys = [f"datamodule.{k}" for k in ("dataset", "train_data", "validation_data")]
+        return sorted(h for k in keys for h in data.get(k, []))
+
+    if trained_on(recorded.data) != trained_on(identity.data):
+        raise ConfigError(
+            f"ckpt_path: {ckpt} resumes a run trained on other data: to start from its weights "
+            f"on these data (new optimizer, epoch 0), use module.init_from={ckpt} instead"
+        )
 
 
 def claim_run_dir(cfg: DictConfig, run_dir: Path, write: bool) -> dict[str, Any] | None:
@@ -250,6 +271,13 @@ def _flatten(config: dict[Any, Any], prefix: str = "") -> dict[str, Any]:
 
 def _ignored(key: str) -> bool:
     return any(key == k or key.startswith(f"{k}.") for k in NOT_IDENTITY)
+
+
+def _setting(settings: dict[str, Any], key: str) -> Any:
+    """``settings[key]``, with an absent key and an unset value (null, empty) alike: a key
+    that a later physicsml adds, unset, leaves an earlier run's identity unchanged."""
+    value = settings.get(key)
+    return None if value in ([], {}) else value
 
 
 def _show(value: Any) -> str:

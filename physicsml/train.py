@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from physicsml.allocator import keep_freed_memory
-from physicsml.config.checks import check_run_config
+from physicsml.config.checks import check_checkpoint_elements, check_run_config
 from physicsml.config.errors import ConfigError
 from physicsml.config.schema import DataModuleConfig
 from physicsml.data.datamodule import AtomsDataModule
@@ -36,6 +36,13 @@ from physicsml.run_dir import (
     latest_checkpoint,
 )
 from physicsml.saved_model import GraphSettings, ModelSpec, write_model_file
+from physicsml.transfer import (
+    compact,
+    freeze,
+    load_source_weights,
+    read_source,
+    transferred_statistics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +262,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     another run raises ``RunDirConflict`` before anything is written."""
     start = time.perf_counter()
     check_run_config(cfg, run_dir)
+    source = read_source(cfg)
     trainer_args = trainer_kwargs(cfg.trainer)
     export_submitit_local_ranks()
     # before anything is written: refuse another run's directory, do nothing for a finished run
@@ -280,8 +288,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     datamodule.setup("fit")
     if datamodule.statistics is None:
         raise ConfigError("no training data: set datamodule.train_data or datamodule.dataset")
+    if source is not None:
+        keep = cfg.module.init_reference_energies == "keep"
+        datamodule.statistics = transferred_statistics(source, datamodule.statistics, keep)
     module = PotentialModule(model_spec(cfg.module, datamodule))
     ckpt_path = resume_path(run_dir, cfg.ckpt_path)
+    if ckpt_path is not None:
+        check_checkpoint_elements(ckpt_path, datamodule.elements)
+    if source is not None:
+        load_source_weights(module, source)
+        log.info("starting from the weights of %s", source.path)
+    if cfg.module.freeze:
+        frozen = freeze(module, list(cfg.module.freeze))
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in module.parameters())
+        log.info("frozen: %s; %d of %d parameters trainable", compact(frozen), trainable, total)
     plain_cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
     loggers = build_loggers(cfg.get("logger"), run_dir, plain_cfg)
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.callbacks)

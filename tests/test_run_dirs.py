@@ -177,3 +177,21 @@ def test_a_user_error_leaves_error_txt_and_the_log(ethanol_store: Path, tmp_path
     error = (run_dir / "error.txt").read_text()
     assert error.startswith("ConfigError: datamodule.y_node_vector: 'forcez' is not in")
     assert error.strip() in (run_dir / "train.log").read_text()
+
+
+def test_settings_a_later_version_adds_unset_keep_the_run(
+    ethanol_store: Path, tmp_path: Path
+) -> None:
+    """A run recorded before ``module.ema_decay``/``module.freeze`` existed is the same run."""
+    run = tmp_path / "run"
+    assert cli(run, "trainer.max_epochs=1", store=ethanol_store, tmp=tmp_path).returncode == 0
+    record = json.loads((run / RUN_FILE).read_text())
+    for key in ("module.ema_decay", "module.freeze", "module.init_from"):
+        del record["settings"][key]
+    (run / RUN_FILE).write_text(json.dumps(record))
+    again = cli(run, "trainer.max_epochs=1", store=ethanol_store, tmp=tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr[-2000:]
+    refused = cli(
+        run, "trainer.max_epochs=1", "module.ema_decay=0.9", store=ethanol_store, tmp=tmp_path
+    )
+    assert refused.returncode == 2 and "module.ema_decay: (absent) -> 0.9" in refused.stderr

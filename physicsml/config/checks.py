@@ -29,6 +29,9 @@ def check_run_config(cfg: DictConfig, run_dir: Path) -> None:
     """Raise a ConfigError for the first value of ``cfg`` that cannot work."""
     module = cast(dict[str, Any], OmegaConf.to_container(cfg.module, resolve=True))
     check_classes(module)
+    decay = module.get("ema_decay")
+    if decay is not None and not 0 < decay < 1:
+        raise ConfigError(f"module.ema_decay must be in (0, 1), or null for no EMA; got {decay}")
     if cfg.seed is not None and not 0 <= cfg.seed < 2**32:
         raise ConfigError(f"seed must be null or in [0, 2**32), got {cfg.seed}")
     clip = cfg.trainer.gradient_clip_val
@@ -167,4 +170,16 @@ def check_checkpoint(path: str, architecture: str) -> None:
         raise ConfigError(
             f"ckpt_path: {file} is a checkpoint of a {spec.architecture} model, but "
             f"module.model.architecture is {architecture}"
+        )
+
+
+def check_checkpoint_elements(path: str, elements: list[int]) -> None:
+    """A checkpoint resumes training on the elements it was trained on; other data start from
+    its weights with ``module.init_from`` instead."""
+    spec, _ = read_model_file(path)
+    if spec.elements != elements:
+        raise ConfigError(
+            f"ckpt_path: {path} was trained on the elements {spec.elements}, these data have "
+            f"{elements}: to fine-tune on other data, start from its weights with "
+            f"module.init_from={path} (and no ckpt_path)"
         )

@@ -22,6 +22,13 @@ class PreBatch(str, Enum):
     on_disk = "on_disk"
 
 
+class InitReferenceEnergies(str, Enum):
+    """Where E0 of a run started ``init_from`` a model come from (for the source's elements)."""
+
+    refit = "refit"
+    keep = "keep"
+
+
 @dataclass
 class BatchConfig:
     """Loader settings of one split."""
@@ -167,6 +174,15 @@ class ModuleConfig:
     energy_scale: float | None = None
     # Any: OmegaConf cannot merge a dict into a None typed as an optional dict
     reference_energies: Any = None
+    # Fine-tuning (physicsml/transfer.py): start from the weights of this run directory,
+    # checkpoint or saved model, with a new optimizer at epoch 0; E0 refit on the new training
+    # split or kept from it for its elements; parameters matching these globs stay fixed.
+    init_from: str | None = None
+    init_reference_energies: InitReferenceEnergies | None = None  # null: refit
+    freeze: list[str] = field(default_factory=list)
+    # Validate and save the exponential moving average of the weights with this decay per
+    # optimizer step, in (0, 1); null: off (physicsml/lightning/ema.py)
+    ema_decay: float | None = None
 
 
 @dataclass

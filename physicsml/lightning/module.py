@@ -15,6 +15,7 @@ from torch import Tensor
 
 from physicsml.config.errors import ConfigError
 from physicsml.config.registry import architecture_class, checked_hyperparameters
+from physicsml.lightning.ema import WeightAverage, resume_weights
 from physicsml.lightning.errors import TrainingDivergedError
 from physicsml.models.utils import scatter_sum
 from physicsml.saved_model import SPEC_KEY, ModelSpec
@@ -113,6 +114,8 @@ class PotentialModule(L.LightningModule):
             if self.targets.get(kind)
         }
         self._sums: dict[str, dict[str, Tensor]] = {}
+        decay = self.module_config.get("ema_decay")
+        self.ema = None if decay is None else WeightAverage(float(decay))
 
     @staticmethod
     def _make_loss(config: dict[str, Any] | None, kind: str) -> tuple[torch.nn.Module, float]:
@@ -292,6 +295,8 @@ class PotentialModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+        if self.ema is not None:
+            self.ema.swap_out(self)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
@@ -349,9 +354,14 @@ class PotentialModule(L.LightningModule):
         value = self.trainer.callback_metrics.get(monitor) if monitor else None
         if value is not None:
             checkpoint["plateau_metric"] = float(value)
+        if self.ema is not None:
+            self.ema.save(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._plateau_metric = checkpoint.get("plateau_metric")
+        if self.ema is not None:
+            self.ema.load(checkpoint, self)
+        resume_weights(checkpoint)
         states: dict[str, Any] | None = checkpoint.get("rng_states")
         if not states:
             return
@@ -361,6 +371,26 @@ class PotentialModule(L.LightningModule):
         )
         internal = tuple(int(x) for x in states["python_internal"].tolist())
         random.setstate((states["python_version"], internal, states["python_gauss"]))
+
+    # -- weight averaging (module.ema_decay, see physicsml.lightning.ema) -----------------
+    def on_fit_start(self) -> None:
+        if self.ema is not None:
+            self.ema.start(self)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.ema is not None:
+            self.ema.swap_in(self)
+
+    def on_fit_end(self) -> None:
+        """Keep the averaged weights: ``model.pt`` and ``test`` use them."""
+        if self.ema is not None:
+            self.ema.keep_average(self)
+            self.ema = None
 
     def on_train_start(self) -> None:
         """After a resume, take the plateau scheduler step the checkpoint was written before."""
