@@ -19,6 +19,7 @@ from tests.structures import ETHANOL
 from tests.test_configs import run_train_cli
 from tests.test_ddp import DDP_ON_CPU, assert_matches_single_process, data, run_cli
 from tests.test_ddp import TINY as DDP_TINY
+from tests.test_train import straight_and_resumed
 
 TINY = [
     "module.model.c_hidden=8",
@@ -101,18 +102,7 @@ def test_validation_uses_the_averaged_weights(cfg_factory, tmp_path: Path) -> No
 
 def test_resume_gives_the_same_average_and_raw_weights(cfg_factory, tmp_path: Path) -> None:
     common = [*TINY, "module.ema_decay=0.9", "trainer.deterministic=true"]
-    straight = cfg_factory(*common, "trainer.max_epochs=4", run_dir=tmp_path / "straight")
-    train(straight, tmp_path / "straight")
-    first = cfg_factory(*common, "trainer.max_epochs=2", run_dir=tmp_path / "first")
-    train(first, tmp_path / "first")
-    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    resumed = cfg_factory(
-        *common, "trainer.max_epochs=4", f"ckpt_path={ckpt}", run_dir=tmp_path / "resumed"
-    )
-    train(resumed, tmp_path / "resumed")
-
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    a, b, _ = straight_and_resumed(cfg_factory, tmp_path, common)
     assert a["ema"]["num_updates"] == b["ema"]["num_updates"] == a["global_step"] == 20
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0, msg=key)

@@ -165,24 +165,15 @@ def test_eval_without_labels_writes_predictions_only(run, tmp_path: Path) -> Non
     assert [len(a.arrays["pred_forces"]) for a in read(out, ":")] == [9, 9, 9]
 
 
-def test_without_a_best_checkpoint_model_pt_is_the_last_epoch(run, tmp_path: Path) -> None:
-    _, _, stores = run
-    cfg = compose_config(
-        [
-            f"datamodule.dataset={stores['train']}",
-            f"datamodule.cache_dir={tmp_path / 'cache'}",
-            "module.model.c_hidden=16",
-            "module.model.num_layers=1",
-            "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false",
-            "callbacks=none",
-        ],
-        run_dir=tmp_path / "run",
+def test_without_a_best_checkpoint_model_pt_is_the_last_epoch(cfg_factory, tmp_path: Path) -> None:
+    cfg = cfg_factory(
+        "module.model.c_hidden=16",
+        "module.model.num_layers=1",
+        "datamodule.split.train=0.1",
+        "trainer.max_epochs=1",
+        "callbacks=none",
     )
-    try:
-        metrics = train(cfg, tmp_path / "run")
-    finally:
-        GlobalHydra.instance().clear()
+    metrics = train(cfg, tmp_path / "run")
     assert metrics["model_epoch"] == metrics["epoch"] == 1
     assert metrics["model_source"] == "last epoch" and "best_epoch" not in metrics
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -45,6 +45,23 @@ def test_training_lowers_force_error_below_zero_baseline(cfg_factory) -> None:
     assert len(split["train"]["indices"]) == 320 and len(split["validation"]["indices"]) == 80
 
 
+def straight_and_resumed(cfg_factory, tmp_path: Path, common: list[str]) -> tuple[dict, dict, Path]:
+    """Train 4 epochs in one go and 2 + 2 resumed from the first run's ``last.ckpt``; return
+    both final checkpoints and the one resumed from."""
+    straight = cfg_factory(*common, "trainer.max_epochs=4", run_dir=tmp_path / "straight")
+    train(straight, tmp_path / "straight")
+    first = cfg_factory(*common, "trainer.max_epochs=2", run_dir=tmp_path / "first")
+    train(first, tmp_path / "first")
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = cfg_factory(
+        *common, "trainer.max_epochs=4", f"ckpt_path={ckpt}", run_dir=tmp_path / "resumed"
+    )
+    assert train(resumed, tmp_path / "resumed")["epoch"] == 4
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    return a, b, ckpt
+
+
 def test_resume_gives_the_same_weights(cfg_factory, tmp_path: Path) -> None:
     common = [
         "module.model.c_hidden=16",
@@ -54,19 +71,7 @@ def test_resume_gives_the_same_weights(cfg_factory, tmp_path: Path) -> None:
         "trainer.deterministic=true",
         "module.scheduler.config.patience=0",  # ReduceLROnPlateau: its state must resume too
     ]
-    straight = cfg_factory(*common, "trainer.max_epochs=4", run_dir=tmp_path / "straight")
-    train(straight, tmp_path / "straight")
-    first = cfg_factory(*common, "trainer.max_epochs=2", run_dir=tmp_path / "first")
-    train(first, tmp_path / "first")
-    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    resumed = cfg_factory(
-        *common, "trainer.max_epochs=4", f"ckpt_path={ckpt}", run_dir=tmp_path / "resumed"
-    )
-    metrics = train(resumed, tmp_path / "resumed")
-    assert metrics["epoch"] == 4
-
-    a = torch.load(tmp_path / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    a, b, ckpt = straight_and_resumed(cfg_factory, tmp_path, common)
     assert a["global_step"] == b["global_step"]
     assert a["lr_schedulers"][0] == b["lr_schedulers"][0]
     assert a["lr_schedulers"][0]["last_epoch"] >= 3  # the scheduler really stepped

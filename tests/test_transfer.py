@@ -26,15 +26,7 @@ from physicsml.inference import load_module, predict_atoms
 from physicsml.train import train
 from tests.structures import ETHANOL
 from tests.test_configs import run_train_cli
-
-TINY = [
-    "module.model.c_hidden=8",
-    "module.model.num_layers=1",
-    "datamodule.split.train=0.1",
-    "datamodule.split.validation=0.05",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
+from tests.test_sweeps import TINY
 
 
 @pytest.fixture(scope="module")
