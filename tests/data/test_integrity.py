@@ -280,10 +280,11 @@ def test_content_hash_identifies_the_data(tmp_path: Path) -> None:
 
 
 def run_ingest_until_written(tmp_path: Path, out: Path) -> tuple[subprocess.Popen[str], Path]:
-    """Start ``physicsml-ingest`` on 30 000 ethanol frames; return once its temporary store
-    exists, with that path."""
+    """Start ``physicsml-ingest`` on 120 000 ethanol frames; return once its temporary store
+    exists, with that path. The write takes seconds, so a signal sent then arrives while it
+    runs even on a loaded machine (with 30 000 frames it once finished first)."""
     big = tmp_path / "big.extxyz"
-    big.write_text(ETHANOL.read_text() * 20)
+    big.write_text(ETHANOL.read_text() * 80)
     process = subprocess.Popen(
         [sys.executable, "-m", "physicsml.cli.ingest", "--quiet", str(big), str(out)],
         stderr=subprocess.PIPE,
