@@ -21,6 +21,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from physicsml.lightning.callbacks import GPA_PER_EV_PER_A3
+
 ERROR_FILE = "error.txt"
 """Written into a job's directory when the job failed (its exception, on one line)."""
 
@@ -101,9 +103,14 @@ def job_row(job: Job, overrides: list[str]) -> dict[str, str]:
     """The table row of a job: best (lowest) and final value of each validation MAE."""
     row = {"job": job.dir.name, "overrides": " ".join(overrides) or "-"}
     row["status"] = "ok" if job.ok else ("failed" if job.error else "incomplete")
-    for name in ("energy", "forces"):
+    for name in ("energy", "forces", "stress"):
         curve = [v for _, v in job.curves.get(f"val_{name}_mae", [])]
         final = (job.metrics or {}).get(f"val_{name}_mae", curve[-1] if curve else None)
+        if name == "stress":  # eV/Å³ -> GPa; no column for runs without stress
+            if final is None:
+                continue
+            curve = [v * GPA_PER_EV_PER_A3 for v in curve]
+            final, name = final * GPA_PER_EV_PER_A3, "stress (GPa)"
         row[f"best {name} MAE"] = _fmt(min(curve) if curve else final)
         row[f"final {name} MAE"] = _fmt(final)
     metrics = job.metrics or {}
@@ -116,8 +123,9 @@ def job_row(job: Job, overrides: list[str]) -> dict[str, str]:
 
 
 def format_table(rows: list[dict[str, str]]) -> str:
-    """A Markdown table of ``rows`` (all with the same keys)."""
-    keys = list(rows[0])
+    """A Markdown table of ``rows`` ("-" where a row lacks a column of another)."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    rows = [{k: r.get(k, "-") for k in keys} for r in rows]
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in keys}
     lines = [
         "| " + " | ".join(k.ljust(widths[k]) for k in keys) + " |",

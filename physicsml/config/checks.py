@@ -97,7 +97,13 @@ def check_classes(module: dict[str, Any]) -> None:
 
 
 def _target_names(datamodule: DictConfig) -> Iterator[str]:
-    for kind in ("y_graph_scalars", "y_node_scalars", "y_node_vector", "y_graph_vector"):
+    for kind in (
+        "y_graph_scalars",
+        "y_node_scalars",
+        "y_node_vector",
+        "y_graph_vector",
+        "y_graph_tensor",
+    ):
         value = datamodule.get(kind)
         if value is not None:
             yield from [value] if isinstance(value, str) else list(value)

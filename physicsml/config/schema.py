@@ -63,6 +63,9 @@ class DataModuleConfig:
     y_node_vector: str | None = None
     y_graph_scalars: list[str] | None = None
     y_graph_vector: str | None = None
+    # A [3, 3] per-structure column (the stress, eV/Å³) fitted by the strain derivative of
+    # the energy: needs module.compute_stress.
+    y_graph_tensor: str | None = None
     cut_off: float = 5.0
     pbc: list[bool] | None = None
     cell: list[list[float]] | None = None
@@ -161,12 +164,20 @@ class ModuleConfig:
 
     model: Any = MISSING  # an architecture's schema (physicsml.config.registry.model_schema)
     compute_forces: bool = False
+    # Stress (1/V) dE/d(strain) by autograd, in eV/Å³ (physicsml/models/strain.py): the
+    # y_graph_tensor target and the calculator's stress
+    compute_stress: bool = False
     # The energy loss compares energies per atom; weight 10 keeps the energy from lagging
     # behind the forces (per-atom energy errors are ~10x smaller than force errors).
     y_graph_scalars_loss: LossConfig | None = field(default_factory=lambda: LossConfig(weight=10.0))
     y_node_vector_loss: LossConfig | None = field(default_factory=LossConfig)
     y_node_scalars_loss: LossConfig | None = field(default_factory=LossConfig)
     y_graph_vector_loss: LossConfig | None = field(default_factory=LossConfig)
+    # Stress errors are ~0.001-0.01 eV/Å³ against force errors of ~0.1 eV/Å: weight 1000 gives
+    # the stress a share of the loss (as a weight of 1 does for stresses in GPa, 160x larger)
+    y_graph_tensor_loss: LossConfig | None = field(
+        default_factory=lambda: LossConfig(weight=1000.0)
+    )
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     # Energy model: E = sum_i (scale * e_i + E0[Z_i]); E0 by least squares and scale (RMS force)

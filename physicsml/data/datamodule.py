@@ -81,6 +81,7 @@ class AtomsDataModule(L.LightningDataModule):
         self.targets = TargetSpec(
             y_graph_scalars=tuple(config.y_graph_scalars or ()),
             y_graph_vector=config.y_graph_vector,
+            y_graph_tensor=config.y_graph_tensor,
             y_node_scalars=tuple(config.y_node_scalars or ()),
             y_node_vector=config.y_node_vector,
             graph_attrs_cols=tuple(config.graph_attrs_cols or ()),
@@ -267,6 +268,8 @@ class AtomsDataModule(L.LightningDataModule):
             wanted += [("y_node_scalars", c, "atom") for c in self.targets.y_node_scalars]
             if self.targets.y_graph_vector:
                 wanted.append(("y_graph_vector", self.targets.y_graph_vector, "structure"))
+            if self.targets.y_graph_tensor:
+                wanted.append(("y_graph_tensor", self.targets.y_graph_tensor, "structure"))
             if self.targets.y_node_vector:
                 wanted.append(("y_node_vector", self.targets.y_node_vector, "atom"))
         for store in stores:
@@ -284,6 +287,14 @@ class AtomsDataModule(L.LightningDataModule):
                         f"{have[name]['level']} property, expected per-{level}; the store has: "
                         f"{listing}"
                     )
+        tensor = self.targets.y_graph_tensor if with_targets else None
+        for store in stores if tensor else []:
+            shape = store.properties[str(tensor)]["shape"]
+            if int(np.prod(shape)) != 9:
+                raise ConfigError(
+                    f"datamodule.y_graph_tensor: '{tensor}' in {store.path} has shape {shape} "
+                    "per structure, expected a 3x3 tensor (9 values, e.g. the stress)"
+                )
         for key, name, _ in wanted:
             shapes = {str(s.path): s.properties[name]["shape"] for s in stores}
             if len({str(shape) for shape in shapes.values()}) > 1:

@@ -19,6 +19,7 @@ class TargetSpec:
 
     y_graph_scalars: tuple[str, ...] = ()
     y_graph_vector: str | None = None
+    y_graph_tensor: str | None = None
     y_node_scalars: tuple[str, ...] = ()
     y_node_vector: str | None = None
     graph_attrs_cols: tuple[str, ...] = ()
@@ -28,6 +29,7 @@ class TargetSpec:
         return {
             "y_graph_scalars": list(self.y_graph_scalars),
             "y_graph_vector": self.y_graph_vector,
+            "y_graph_tensor": self.y_graph_tensor,
             "y_node_scalars": list(self.y_node_scalars),
             "y_node_vector": self.y_node_vector,
             "graph_attrs_cols": list(self.graph_attrs_cols),
@@ -101,6 +103,9 @@ class StructureDataset(Dataset[Structures]):
             ).astype(np.float64)
         if spec.y_graph_vector:
             out["y_graph_vector"] = graph[spec.y_graph_vector][keys].astype(np.float64)
+        if spec.y_graph_tensor:
+            out["y_graph_tensor"] = graph[spec.y_graph_tensor][keys].reshape(num, 3, 3)
+            out["y_graph_tensor"] = out["y_graph_tensor"].astype(np.float64)
         if spec.y_node_scalars:
             out["y_node_scalars"] = np.stack(
                 [data.atom_props[c][atoms].reshape(len(atoms)) for c in spec.y_node_scalars],

@@ -17,12 +17,20 @@ Structures = dict[str, np.ndarray]
 optional ``y_node_scalars [N,k]``, ``y_node_vector [N,3]``; per edge: ``edge_index [E,2]``
 (atom indices local to the structure) and ``shifts [E,3]`` (integer lattice shifts); per
 structure: ``counts [S]`` (atoms), ``edge_counts [S]``, ``cell [S,3,3]``, ``pbc [S,3]`` and
-optional ``graph_attrs [S,f]``, ``y_graph_scalars [S,k]``, ``y_graph_vector [S,3]``."""
+optional ``graph_attrs [S,f]``, ``y_graph_scalars [S,k]``, ``y_graph_vector [S,3]``,
+``y_graph_tensor [S,3,3]``."""
 
 ATOM_KEYS = ("positions", "numbers", "y_node_scalars", "y_node_vector")
 EDGE_KEYS = ("edge_index", "shifts")
 LEVELS = ("atoms", "edges", "graphs")
-VALUE_KEYS = ("y_node_scalars", "y_node_vector", "y_graph_scalars", "y_graph_vector", "graph_attrs")
+VALUE_KEYS = (
+    "y_node_scalars",
+    "y_node_vector",
+    "y_graph_scalars",
+    "y_graph_vector",
+    "y_graph_tensor",
+    "graph_attrs",
+)
 """Keys that enter the batch as they are, as float tensors."""
 
 

@@ -8,6 +8,8 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
 UNITS = {"energy": "eV", "forces": "eV/Å"}
+GPA_PER_EV_PER_A3 = 160.21766208
+"""1 eV/Å³ in GPa: stresses are stored and logged in eV/Å³ and printed in GPa."""
 
 
 class EpochSummary(L.Callback):
@@ -20,6 +22,10 @@ class EpochSummary(L.Callback):
     def __init__(self) -> None:
         self._start = 0.0
         self._pending = False
+        self._stress = ""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stress = str(getattr(pl_module, "targets", {}).get("y_graph_tensor") or "")
 
     def _print(self, trainer: L.Trainer) -> None:
         if not self._pending:
@@ -33,6 +39,9 @@ class EpochSummary(L.Callback):
         for key, value in sorted(metrics.items()):
             if key.startswith("val_") and key.endswith("_mae"):
                 name = key[len("val_") : -len("_mae")]
+                if name == self._stress:
+                    parts.append(f"{key} {float(value) * GPA_PER_EV_PER_A3:.4g} GPa")
+                    continue
                 unit = UNITS.get(name.removesuffix("_per_atom"), "")
                 parts.append(f"{key} {float(value):.4g} {unit}".rstrip())
         parts.append(f"({time.perf_counter() - self._start:.1f} s)")

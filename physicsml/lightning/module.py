@@ -17,10 +17,17 @@ from physicsml.config.errors import ConfigError
 from physicsml.config.registry import architecture_class, checked_hyperparameters
 from physicsml.lightning.ema import WeightAverage, resume_weights
 from physicsml.lightning.errors import TrainingDivergedError
+from physicsml.models.strain import apply_strain, cell_volumes, stress_from_gradient
 from physicsml.models.utils import scatter_sum
 from physicsml.saved_model import SPEC_KEY, ModelSpec
 
-TARGET_KINDS = ("y_graph_scalars", "y_graph_vector", "y_node_scalars", "y_node_vector")
+TARGET_KINDS = (
+    "y_graph_scalars",
+    "y_graph_vector",
+    "y_graph_tensor",
+    "y_node_scalars",
+    "y_node_vector",
+)
 DIVERGED_ADVICE = "lower module.optimizer.config.lr, or check the data"
 
 
@@ -80,6 +87,12 @@ class PotentialModule(L.LightningModule):
         self.module_config = spec.training
         self.targets = spec.targets
         self.compute_forces = bool(self.module_config.get("compute_forces", False))
+        self.compute_stress = bool(self.module_config.get("compute_stress", False))
+        if self.targets.get("y_graph_tensor") and not self.compute_stress:
+            raise ConfigError(
+                f"datamodule.y_graph_tensor={self.targets['y_graph_tensor']} needs "
+                "module.compute_stress=true: the stress is the strain derivative of the energy"
+            )
         self.graph_scalar_names = target_names(self.targets, "y_graph_scalars")
         self.node_scalar_names = target_names(self.targets, "y_node_scalars")
         stats = spec.statistics
@@ -128,13 +141,27 @@ class PotentialModule(L.LightningModule):
         return loss_class(**config.get("config", {})), float(config.get("weight", 1.0))
 
     # -- forward -------------------------------------------------------------------
-    def forward(self, batch: dict[str, Tensor], forces: bool | None = None) -> dict[str, Tensor]:
-        """Predictions for every configured target kind, plus ``energy`` ([graphs], eV) and,
-        when ``forces`` (default: ``compute_forces``), ``forces`` (-dE/dx, [atoms, 3])."""
+    def forward(
+        self, batch: dict[str, Tensor], forces: bool | None = None, stress: bool | None = None
+    ) -> dict[str, Tensor]:
+        """Predictions for every configured target kind, plus ``energy`` ([graphs], eV), when
+        ``forces`` (default: ``compute_forces``) ``forces`` (-dE/dx, [atoms, 3]) and when
+        ``stress`` (default: ``compute_stress``) ``stress`` ((1/V) dE/d(strain), [graphs, 3, 3],
+        eV/Å³; zero for a structure periodic in no direction)."""
         want_forces = self.compute_forces if forces is None else forces
-        if want_forces:
-            batch["coordinates"].requires_grad_(True)
-        out = self.model(batch)
+        want_stress = self.compute_stress if stress is None else stress
+        positions = batch["coordinates"]
+        if want_forces or want_stress:
+            positions.requires_grad_(True)
+        inputs = batch
+        if want_stress:
+            edge_graph = batch["batch"][batch["edge_index"][0]]
+            graphs = batch["ptr"].numel() - 1
+            strain, strained, shifts = apply_strain(
+                positions, batch["cell_shift"], batch["batch"], edge_graph, graphs
+            )
+            inputs = {**batch, "coordinates": strained, "cell_shift": shifts}
+        out = self.model(inputs)
         energy = self._energy(out["node_energy"], batch)
         preds: dict[str, Tensor] = {"energy": energy}
         if self.graph_scalar_names:
@@ -142,10 +169,17 @@ class PotentialModule(L.LightningModule):
             if len(self.graph_scalar_names) > 1:
                 columns.append(out["graph_scalars"])
             preds["y_graph_scalars"] = torch.cat(columns, dim=-1)
-        if want_forces:
-            (grad,) = torch.autograd.grad(
-                energy.sum(), batch["coordinates"], create_graph=self.training
+        if want_stress:
+            grad, strain_grad = torch.autograd.grad(
+                energy.sum(), [positions, strain], create_graph=self.training
             )
+            volume = cell_volumes(batch["cell"], batch["pbc"])
+            preds["stress"] = stress_from_gradient(strain_grad, volume.to(strain_grad.dtype))
+            if self.targets.get("y_graph_tensor"):
+                preds["y_graph_tensor"] = preds["stress"]
+        elif want_forces:
+            (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=self.training)
+        if want_forces:
             preds["forces"] = -grad
         for kind in ("y_node_scalars", "y_graph_vector"):
             if self.targets.get(kind):
@@ -180,6 +214,11 @@ class PotentialModule(L.LightningModule):
             if kind == "y_graph_scalars":
                 # Energies are extensive: compare per atom so that large structures don't dominate.
                 pred, ref = pred / n_atoms[:, None], ref / n_atoms[:, None]
+            labelled = _labelled(ref)
+            if labelled is not None:  # missing labels (NaN) leave the loss
+                if not bool(labelled.any()):
+                    continue
+                pred, ref = pred[labelled], ref[labelled]
             loss = loss + weight * loss_fn(pred, ref)
         self._accumulate(split, preds, batch, loss)
         return loss
@@ -252,11 +291,15 @@ class PotentialModule(L.LightningModule):
         n_atoms = (batch["ptr"][1:] - batch["ptr"][:-1]).to(loss.dtype)
         for kind in self.losses:
             for name, pred, ref in self._columns(kind, preds[kind].detach(), batch[kind]):
-                err = (pred - ref).double()
+                err, atoms_of = (pred - ref).double(), n_atoms
+                labelled = _labelled(ref)
+                if labelled is not None:  # missing labels leave the metrics
+                    err = err[labelled]
+                    atoms_of = n_atoms[labelled] if kind == "y_graph_scalars" else n_atoms
                 self._add(sums, f"{name}_abs", err.abs().sum(), err.numel())
                 self._add(sums, f"{name}_sq", (err**2).sum(), err.numel())
                 if kind == "y_graph_scalars" and name == self.graph_scalar_names[0]:
-                    per_atom = err / n_atoms.double()
+                    per_atom = err / atoms_of.double()
                     self._add(sums, f"{name}_per_atom_abs", per_atom.abs().sum(), err.numel())
 
     @staticmethod
@@ -403,6 +446,16 @@ class PotentialModule(L.LightningModule):
             plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
             if plateau and scheduler.last_epoch < self.trainer.current_epoch:
                 scheduler.step(metric)
+
+
+def _labelled(ref: Tensor) -> Tensor | None:
+    """Which rows of a target (structures, atoms, or one column's values) carry a label, or
+    None when all do: a row with any NaN is missing (mixed data sets, e.g. stress for some
+    structures only)."""
+    finite = torch.isfinite(ref)
+    if bool(finite.all()):
+        return None
+    return finite.reshape(ref.shape[0], -1).all(dim=1)
 
 
 def _optimizer(

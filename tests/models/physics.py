@@ -9,8 +9,9 @@ from ase import Atoms
 from ase.io import read
 
 from physicsml.data.graph import atoms_to_batch
+from physicsml.models.strain import apply_strain, cell_volumes, stress_from_gradient
 from physicsml.models.utils import scatter_sum
-from tests.structures import ASPIRIN, ETHANOL, cu_vacancy
+from tests.structures import ASPIRIN, ETHANOL, cu_triclinic, cu_vacancy
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -49,6 +50,28 @@ class ModelPhysicsTests:
         energy = scatter_sum(out["node_energy"], batch["batch"], len(atoms_list))
         (grad,) = torch.autograd.grad(energy.sum(), batch["coordinates"])
         return energy.detach(), -grad
+
+    def energy_stress(
+        self, model: torch.nn.Module, atoms_list: list[Atoms]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies and stresses ((1/V) dE/d(strain), eV/Å³) as ``PotentialModule`` does."""
+        batch = atoms_to_batch(atoms_list, self.elements, self.cut_off, dtype=torch.float64)
+        edge_graph = batch["batch"][batch["edge_index"][0]]
+        strain, positions, shifts = apply_strain(
+            batch["coordinates"], batch["cell_shift"], batch["batch"], edge_graph, len(atoms_list)
+        )
+        out = model({**batch, "coordinates": positions, "cell_shift": shifts})
+        energy = scatter_sum(out["node_energy"], batch["batch"], len(atoms_list))
+        (grad,) = torch.autograd.grad(energy.sum(), strain)
+        volume = cell_volumes(batch["cell"], batch["pbc"])
+        return energy.detach(), stress_from_gradient(grad, volume)
+
+    @pytest.fixture
+    def triclinic(self) -> Atoms:
+        """A sheared, rattled 64-atom Cu cell with a vacancy (no symmetry left)."""
+        atoms = cu_triclinic(2)[1]
+        del atoms[5]
+        return atoms
 
     @pytest.fixture
     def molecules(self) -> list[Atoms]:
@@ -157,3 +180,44 @@ class ModelPhysicsTests:
         assert abs(energies[1] - energies[2]) < 1e-6
         assert abs(forces[1]) < 1e-4 and forces[2] == 0.0
         assert abs(energies[0] - energies[3]) < 1e-3
+
+    # -- stress ----------------------------------------------------------------
+    def test_stress_is_strain_derivative(self, triclinic: Atoms) -> None:
+        """Autograd stress equals a central difference of E(strain) / V (float64)."""
+        model = self.model()
+        _, stress = self.energy_stress(model, [triclinic])
+        assert stress.abs().max() > 1e-6, "zero stress: the test cannot detect anything"
+        volume, h = triclinic.get_volume(), 1e-5
+        for a, b in [(0, 0), (1, 2), (2, 0), (2, 2)]:
+            energies = []
+            for sign in (1.0, -1.0):
+                eps = np.zeros((3, 3))
+                eps[a, b] += sign * h / 2
+                eps[b, a] += sign * h / 2
+                deformed = triclinic.copy()
+                deformed.set_cell(triclinic.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+                energies.append(self.energy_forces(model, [deformed])[0].item())
+            numeric = (energies[0] - energies[1]) / (2 * h) / volume
+            assert numeric == pytest.approx(stress[0, a, b].item(), abs=1e-7, rel=1e-4)
+        torch.testing.assert_close(stress[0], stress[0].T, atol=1e-12, rtol=0.0)
+
+    def test_stress_rotates_as_a_tensor(self, triclinic: Atoms) -> None:
+        model = self.model()
+        _, stress = self.energy_stress(model, [triclinic])
+        rot = random_rotation(np.random.default_rng(4))
+        rotated = triclinic.copy()
+        rotated.set_cell(triclinic.cell.array @ rot.T, scale_atoms=True)
+        _, stress_rotated = self.energy_stress(model, [rotated])
+        expected = torch.from_numpy(rot) @ stress[0] @ torch.from_numpy(rot.T)
+        torch.testing.assert_close(stress_rotated[0], expected, atol=1e-9, rtol=1e-6)
+
+    def test_supercell_has_the_primitive_stress(self, triclinic: Atoms) -> None:
+        """Stress is intensive: a 2x1x1 supercell has the same stress, twice the energy; a
+        molecule batched with it gets no stress."""
+        model = self.model()
+        molecule = read(ETHANOL, "0")
+        energy, stress = self.energy_stress(model, [triclinic, molecule])
+        energy_super, stress_super = self.energy_stress(model, [triclinic.repeat((2, 1, 1))])
+        torch.testing.assert_close(stress_super[0], stress[0], atol=1e-9, rtol=1e-7)
+        assert energy_super[0].item() == pytest.approx(2 * energy[0].item(), rel=1e-10)
+        assert stress[1].abs().max() == 0.0
