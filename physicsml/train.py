@@ -28,6 +28,7 @@ from physicsml.config.checks import check_checkpoint_elements, check_run_config
 from physicsml.config.errors import ConfigError
 from physicsml.config.schema import DataModuleConfig
 from physicsml.data.datamodule import AtomsDataModule
+from physicsml.lightning.freezing import compact, freeze
 from physicsml.lightning.module import PotentialModule
 from physicsml.run_dir import (
     PREEMPTED_CKPT,
@@ -36,13 +37,7 @@ from physicsml.run_dir import (
     latest_checkpoint,
 )
 from physicsml.saved_model import GraphSettings, ModelSpec, write_model_file
-from physicsml.transfer import (
-    compact,
-    freeze,
-    load_source_weights,
-    read_source,
-    transferred_statistics,
-)
+from physicsml.transfer import load_source_weights, read_source, transferred_statistics
 
 log = logging.getLogger(__name__)
 

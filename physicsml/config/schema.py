@@ -194,6 +194,10 @@ class ModuleConfig:
     # Validate and save the exponential moving average of the weights with this decay per
     # optimizer step, in (0, 1); null: off (physicsml/lightning/ema.py)
     ema_decay: float | None = None
+    # Training stages from a given epoch on (physicsml/lightning/stages.py): a list of
+    # {epoch (0-based), lr, loss_weights: {target kind: weight}, freeze: [globs]}, e.g. a
+    # second stage with a larger energy weight and a smaller learning rate
+    stages: list[Any] = field(default_factory=list)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from physicsml.config.errors import ConfigError
 from physicsml.config.registry import architecture_class, checked_hyperparameters
 from physicsml.lightning.ema import WeightAverage, resume_weights
 from physicsml.lightning.errors import TrainingDivergedError
+from physicsml.lightning.stages import active_stage, apply_stage, parse_stages
 from physicsml.models.strain import apply_strain, cell_volumes, stress_from_gradient
 from physicsml.models.utils import scatter_sum
 from physicsml.saved_model import SPEC_KEY, ModelSpec
@@ -129,6 +130,13 @@ class PotentialModule(L.LightningModule):
         self._sums: dict[str, dict[str, Tensor]] = {}
         decay = self.module_config.get("ema_decay")
         self.ema = None if decay is None else WeightAverage(float(decay))
+        self.stages = parse_stages(
+            self.module_config.get("stages") or [],
+            self.losses,
+            [name for name, _ in self.named_parameters()],
+        )
+        self._stage = -1  # the stage in force (-1: none yet)
+        self._checkpoint_stage = -1  # the stage in force when the resumed checkpoint was saved
 
     @staticmethod
     def _make_loss(config: dict[str, Any] | None, kind: str) -> tuple[torch.nn.Module, float]:
@@ -335,6 +343,11 @@ class PotentialModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+        # the next epoch's stage now, after this epoch's checkpoint and before the callbacks'
+        # epoch-start hooks (the learning-rate monitor) run
+        last = self.trainer.max_epochs
+        if last is None or last < 0 or self.current_epoch + 1 < last:
+            self._enter_stage(self.current_epoch + 1)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -350,7 +363,8 @@ class PotentialModule(L.LightningModule):
         opt_class = getattr(torch.optim, opt_cfg["name"], None)
         if opt_class is None:
             raise ConfigError(f"module.optimizer.name: torch.optim has no {opt_cfg['name']!r}")
-        params = [p for p in self.parameters() if p.requires_grad]
+        # with stages every parameter: a later stage may unfreeze what is frozen now
+        params = [p for p in self.parameters() if p.requires_grad or self.stages]
         optimizer = _optimizer(opt_class, params, dict(opt_cfg.get("config", {})))
         sched_cfg = self.module_config.get("scheduler")
         if not sched_cfg or not sched_cfg.get("name"):
@@ -399,9 +413,11 @@ class PotentialModule(L.LightningModule):
             checkpoint["plateau_metric"] = float(value)
         if self.ema is not None:
             self.ema.save(checkpoint)
+        checkpoint["training_stage"] = self._stage
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._plateau_metric = checkpoint.get("plateau_metric")
+        self._checkpoint_stage = int(checkpoint.get("training_stage", -1))
         if self.ema is not None:
             self.ema.load(checkpoint, self)
         resume_weights(checkpoint)
@@ -435,8 +451,19 @@ class PotentialModule(L.LightningModule):
             self.ema.keep_average(self)
             self.ema = None
 
+    def _enter_stage(self, epoch: int) -> None:
+        """Put the stage of ``epoch`` in force when it is not (``module.stages``). After a
+        resume, the checkpoint's optimizer keeps the learning rate of the stage it was in."""
+        index = active_stage(self.stages, epoch)
+        if index != self._stage:
+            set_lr = index != self._checkpoint_stage
+            apply_stage(self, self.stages, index, self.losses, set_lr)
+            self._stage = index
+
     def on_train_start(self) -> None:
-        """After a resume, take the plateau scheduler step the checkpoint was written before."""
+        """Put this epoch's stage in force; after a resume, take the plateau scheduler step
+        the checkpoint was written before."""
+        self._enter_stage(self.current_epoch)
         metric = getattr(self, "_plateau_metric", None)
         self._plateau_metric = None
         if metric is None:
