@@ -147,3 +147,28 @@ def test_reference_energies_from_the_config(cfg_factory) -> None:
             cfg_factory(*TINY, "module.reference_energies={29: 0.05}", run_dir=run_dir / "b"),
             run_dir / "b",
         )
+
+
+def test_energy_loss_of_total_or_per_atom_energies(cfg_factory) -> None:
+    from ase.io import read
+
+    from physicsml.data.graph import atoms_to_batch
+    from physicsml.inference import load_module
+    from tests.structures import ETHANOL
+
+    cfg = cfg_factory(*TINY, "module.energy_loss_per_atom=false")
+    run_dir = Path(cfg.hydra.runtime.output_dir)
+    train(cfg, run_dir)
+    module = load_module(run_dir).double()
+    assert not module.energy_loss_per_atom
+    frames = read(ETHANOL, ":2")  # 9 atoms each
+    batch = atoms_to_batch(frames, module.spec.elements, module.spec.graph.cut_off)
+    energies = [[a.get_potential_energy()] for a in frames]
+    batch["y_graph_scalars"] = torch.tensor(energies, dtype=torch.float64)
+    module.losses = {"y_graph_scalars": module.losses["y_graph_scalars"]}
+    total = module._step(dict(batch), "val")
+    error = module(dict(batch))["energy"] - batch["y_graph_scalars"][:, 0]
+    assert total.item() == pytest.approx(10.0 * (error**2).mean().item(), rel=1e-10)
+    module.energy_loss_per_atom = True
+    per_atom = module._step(dict(batch), "val")
+    assert per_atom.item() == pytest.approx(10.0 * ((error / 9) ** 2).mean().item(), rel=1e-10)

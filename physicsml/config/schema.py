@@ -170,6 +170,9 @@ class ModuleConfig:
     # The energy loss compares energies per atom; weight 10 keeps the energy from lagging
     # behind the forces (per-atom energy errors are ~10x smaller than force errors).
     y_graph_scalars_loss: LossConfig | None = field(default_factory=lambda: LossConfig(weight=10.0))
+    # true: the energy loss compares energies per atom (large structures do not dominate);
+    # false: total energies (physicsml's and SchNetPack's choice)
+    energy_loss_per_atom: bool = True
     y_node_vector_loss: LossConfig | None = field(default_factory=LossConfig)
     y_node_scalars_loss: LossConfig | None = field(default_factory=LossConfig)
     y_graph_vector_loss: LossConfig | None = field(default_factory=LossConfig)

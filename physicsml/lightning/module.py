@@ -89,6 +89,7 @@ class PotentialModule(L.LightningModule):
         self.targets = spec.targets
         self.compute_forces = bool(self.module_config.get("compute_forces", False))
         self.compute_stress = bool(self.module_config.get("compute_stress", False))
+        self.energy_loss_per_atom = bool(self.module_config.get("energy_loss_per_atom", True))
         if self.targets.get("y_graph_tensor") and not self.compute_stress:
             raise ConfigError(
                 f"datamodule.y_graph_tensor={self.targets['y_graph_tensor']} needs "
@@ -219,7 +220,7 @@ class PotentialModule(L.LightningModule):
         loss = batch["coordinates"].new_zeros(())
         for kind, (loss_fn, weight) in self.losses.items():
             pred, ref = preds[kind], batch[kind]
-            if kind == "y_graph_scalars":
+            if kind == "y_graph_scalars" and self.energy_loss_per_atom:
                 # Energies are extensive: compare per atom so that large structures don't dominate.
                 pred, ref = pred / n_atoms[:, None], ref / n_atoms[:, None]
             labelled = _labelled(ref)
