@@ -71,3 +71,13 @@ def test_bad_stages_are_named(cfg_factory, stages: str, message: str) -> None:
     cfg = cfg_factory(*TINY, f"module.stages={stages}")
     with pytest.raises(ConfigError, match=message):
         train(cfg, Path(cfg.hydra.runtime.output_dir))
+
+
+def test_linear_warm_up_then_the_scheduler(cfg_factory) -> None:
+    """Four steps an epoch, eight of warm-up: lr/8 at the first step, 4.5/8 of it at the fifth,
+    the full rate from the ninth on; the preset's plateau scheduler (patience 5) goes on."""
+    cfg = cfg_factory(*TINY, "trainer.max_epochs=4", "module.scheduler.warmup_steps=8")
+    run_dir = Path(cfg.hydra.runtime.output_dir)
+    train(cfg, run_dir)
+    lr = 3e-3
+    assert _lr_per_epoch(run_dir) == pytest.approx([lr / 8, lr * 4.5 / 8, lr, lr])

@@ -147,6 +147,9 @@ class SchedulerConfig:
     frequency: int = 1
     monitor: str = "val_loss"
     strict: bool = True
+    # Linear learning-rate warm-up over this many optimizer steps (from lr / warmup_steps),
+    # before (and besides) the scheduler above; 0: none
+    warmup_steps: int = 0
 
 
 @dataclass

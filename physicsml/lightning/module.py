@@ -367,24 +367,30 @@ class PotentialModule(L.LightningModule):
         # with stages every parameter: a later stage may unfreeze what is frozen now
         params = [p for p in self.parameters() if p.requires_grad or self.stages]
         optimizer = _optimizer(opt_class, params, dict(opt_cfg.get("config", {})))
-        sched_cfg = self.module_config.get("scheduler")
-        if not sched_cfg or not sched_cfg.get("name"):
-            return optimizer
-        sched_class = getattr(torch.optim.lr_scheduler, sched_cfg["name"], None)
-        if sched_class is None:
-            raise ConfigError(
-                f"module.scheduler.name: torch.optim.lr_scheduler has no {sched_cfg['name']!r}"
+        sched_cfg = self.module_config.get("scheduler") or {}
+        schedulers = []
+        warmup = int(sched_cfg.get("warmup_steps") or 0)
+        if warmup < 0:
+            raise ConfigError(f"module.scheduler.warmup_steps: expected >= 0, got {warmup}")
+        if warmup:  # linear from lr / warmup_steps to lr, then the scheduler's own course
+            linear = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0 / warmup, total_iters=warmup)
+            schedulers.append({"scheduler": linear, "interval": "step"})
+        if sched_cfg.get("name"):
+            sched_class = getattr(torch.optim.lr_scheduler, sched_cfg["name"], None)
+            if sched_class is None:
+                raise ConfigError(
+                    f"module.scheduler.name: torch.optim.lr_scheduler has no {sched_cfg['name']!r}"
+                )
+            schedulers.append(
+                {
+                    "scheduler": sched_class(optimizer, **sched_cfg.get("config", {})),
+                    "interval": sched_cfg.get("interval", "epoch"),
+                    "frequency": sched_cfg.get("frequency", 1),
+                    "monitor": sched_cfg.get("monitor", "val_loss"),
+                    "strict": sched_cfg.get("strict", True),
+                }
             )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": sched_class(optimizer, **sched_cfg.get("config", {})),
-                "interval": sched_cfg.get("interval", "epoch"),
-                "frequency": sched_cfg.get("frequency", 1),
-                "monitor": sched_cfg.get("monitor", "val_loss"),
-                "strict": sched_cfg.get("strict", True),
-            },
-        }
+        return ([optimizer], schedulers) if schedulers else optimizer
 
     # -- checkpoint extras: RNG states, and the plateau scheduler's pending step ---------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
