@@ -1,10 +1,10 @@
 """Evaluate a trained potential on labelled data: predictions per structure and error tables.
 
 The reference labels are the data's properties that the model was trained on (its first
-``y_graph_scalars``, the energy, and its ``y_node_vector``, the forces). Errors are grouped
-overall, per element (forces) and per structure size. Stores keep numeric labels only, so a
-string ``config_type`` of an extxyz file is not available to group by; stresses are not
-evaluated yet.
+``y_graph_scalars``, the energy; its ``y_node_vector``, the forces; its ``y_graph_tensor``, the
+stress, or the data's ``stress`` for a model that predicts stress without training on it).
+Errors are grouped overall, per element (forces), per structure size and per ``config_type``
+(when the data have that string label). Labels that a structure lacks (NaN) are left out.
 """
 
 from __future__ import annotations
@@ -20,11 +20,16 @@ from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from physicsml.data.store import AtomsStore
-from physicsml.inference import check_atoms, predict_atoms
+from physicsml.inference import check_atoms, check_stress, predict_atoms
+from physicsml.lightning.callbacks import GPA_PER_EV_PER_A3
 from physicsml.lightning.module import PotentialModule, target_names
 
 MAX_SIZE_GROUPS = 8
 """Structure sizes beyond this many distinct atom counts are binned into this many ranges."""
+CONFIG_TYPE = "config_type"
+"""The per-structure string label whose values group the errors."""
+NO_CONFIG_TYPE = "(none)"
+"""The group of structures without a ``config_type``."""
 
 
 class EvaluationError(ValueError):
@@ -33,13 +38,31 @@ class EvaluationError(ValueError):
 
 @dataclass
 class Labelled:
-    """Structures with their reference labels where the data have them."""
+    """Structures with their reference labels where the data have them (NaN where a
+    structure lacks one)."""
 
     atoms: list[Atoms]
     energy: np.ndarray | None
     """[S] eV"""
     forces: list[np.ndarray] | None
     """[n, 3] eV/Å per structure"""
+    stress: np.ndarray | None = None
+    """[S, 3, 3] eV/Å³"""
+    config_type: list[str] | None = None
+    """each structure's ``config_type`` ("" where it has none)"""
+
+
+@dataclass
+class Predictions:
+    """A model's predictions for each structure."""
+
+    energy: np.ndarray
+    """[S] eV"""
+    forces: list[np.ndarray]
+    """[n, 3] eV/Å per structure"""
+    stress: np.ndarray | None = None
+    """[S, 3, 3] eV/Å³ (NaN for a structure without a stress: no periodic direction), when the
+    model predicts stress"""
 
 
 def reference_names(module: PotentialModule) -> tuple[str | None, str | None]:
@@ -49,8 +72,20 @@ def reference_names(module: PotentialModule) -> tuple[str | None, str | None]:
     return (energies[0] if energies else None), (forces[0] if forces else None)
 
 
+def predicts_stress(module: PotentialModule) -> bool:
+    """Whether the model predicts stress (``module.compute_stress``)."""
+    return bool(getattr(module, "compute_stress", False))
+
+
+def stress_name(module: PotentialModule) -> str:
+    """The data's name of the model's stress target (``stress`` when it has none)."""
+    return str(module.targets.get("y_graph_tensor") or "stress")
+
+
 def read_labelled(store: AtomsStore, module: PotentialModule) -> Labelled:
-    """Every structure of ``store`` and the labels of ``module``'s energy and forces."""
+    """Every structure of ``store``, the labels of ``module``'s energy and forces, the stress
+    when the model predicts it and the store has it, and the ``config_type`` when the store
+    has that string label."""
     data = store.load()
     offsets = data.offsets
     atoms = [
@@ -65,84 +100,138 @@ def read_labelled(store: AtomsStore, module: PotentialModule) -> Labelled:
     energy_name, forces_name = reference_names(module)
     energy = data.structure_props.get(energy_name) if energy_name else None
     forces = data.atom_props.get(forces_name) if forces_name else None
+    stress = data.structure_props.get(stress_name(module)) if predicts_stress(module) else None
+    if stress is not None and np.shape(stress)[1:] != (3, 3):
+        raise EvaluationError(
+            f"{store.path}: '{stress_name(module)}' has shape {list(np.shape(stress)[1:])} "
+            "per structure, expected a [3, 3] stress"
+        )
+    config_type = data.structure_props.get(CONFIG_TYPE)
+    if config_type is not None and store.properties[CONFIG_TYPE].get("dtype") != "string":
+        config_type = None  # a number, not a label to group by
     return Labelled(
         atoms=atoms,
         energy=None if energy is None else np.asarray(energy, dtype=np.float64).reshape(-1),
         forces=None
         if forces is None
         else [np.asarray(forces[offsets[k] : offsets[k + 1]]) for k in range(len(atoms))],
+        stress=None if stress is None else np.asarray(stress, dtype=np.float64),
+        config_type=None if config_type is None else [str(c) for c in config_type],
     )
+
+
+def _has_stress(atoms: Atoms, module: PotentialModule) -> bool:
+    try:
+        check_stress(atoms, module)
+    except ValueError:
+        return False
+    return True
 
 
 def predict(
     module: PotentialModule, atoms: Sequence[Atoms], batch_size: int, progress: bool
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Predicted energies [S] (eV) and forces ([n, 3] eV/Å each); an ``EvaluationError``
-    naming the first structure the model cannot evaluate (e.g. an unknown element)."""
+) -> Predictions:
+    """The model's energies, forces and (when it predicts stress) stresses of ``atoms``; an
+    ``EvaluationError`` naming the first structure the model cannot evaluate (e.g. an
+    unknown element)."""
     for index, structure in enumerate(atoms):
         try:
             check_atoms(structure, module)
         except ValueError as exc:
             raise EvaluationError(f"structure {index}: {exc}") from None
+    stress = predicts_stress(module)
+    has_stress = [stress and _has_stress(a, module) for a in atoms]
     energies: list[np.ndarray] = []
     forces: list[np.ndarray] = []
+    stresses = np.full((len(atoms), 3, 3), np.nan)
     with tqdm(total=len(atoms), desc="evaluating", unit="structure", disable=not progress) as bar:
         for start in range(0, len(atoms), batch_size):
-            chunk = atoms[start : start + batch_size]
-            preds = predict_atoms(module, chunk, batch_size=batch_size)
-            energies += preds["energy"]
-            forces += preds["forces"]
-            bar.update(len(chunk))
-    return np.asarray(energies, dtype=np.float64).reshape(-1), forces
+            indices = range(start, min(start + batch_size, len(atoms)))
+            chunk: dict[int, Any] = {}
+            for with_stress in (True, False):  # structures without a stress get none
+                members = [k for k in indices if has_stress[k] == with_stress]
+                if not members:
+                    continue
+                preds = predict_atoms(
+                    module, [atoms[k] for k in members], batch_size, stress=with_stress
+                )
+                for j, k in enumerate(members):
+                    chunk[k] = (preds["energy"][j], preds["forces"][j])
+                    if with_stress:
+                        stresses[k] = preds["stress"][j]
+            energies += [chunk[k][0] for k in indices]
+            forces += [chunk[k][1] for k in indices]
+            bar.update(len(indices))
+    return Predictions(
+        energy=np.asarray(energies, dtype=np.float64).reshape(-1),
+        forces=forces,
+        stress=stresses if stress else None,
+    )
 
 
-def annotated(data: Labelled, energy: np.ndarray, forces: list[np.ndarray]) -> list[Atoms]:
+def annotated(data: Labelled, preds: Predictions) -> list[Atoms]:
     """Copies of the structures holding the reference labels as their calculator's results
-    (extxyz ``energy`` / ``forces``) and the predictions as ``pred_energy`` / ``pred_forces``."""
+    (extxyz ``energy`` / ``forces`` / ``stress``) and the predictions as ``pred_energy`` /
+    ``pred_stress`` (info, the stress [3, 3]) and ``pred_forces`` (arrays). A reference that a
+    structure lacks (NaN) is not written."""
     out = []
     for k, structure in enumerate(data.atoms):
         atoms = structure.copy()
         results: dict[str, Any] = {}
-        if data.energy is not None:
+        if data.energy is not None and not np.isnan(data.energy[k]):
             results["energy"] = float(data.energy[k])
-        if data.forces is not None:
+        if data.forces is not None and not np.isnan(data.forces[k]).any():
             results["forces"] = data.forces[k]
+        if data.stress is not None and not np.isnan(data.stress[k]).any():
+            results["stress"] = data.stress[k]
         if results:
             atoms.calc = SinglePointCalculator(atoms, **results)
-        atoms.info["pred_energy"] = float(energy[k])
-        atoms.arrays["pred_forces"] = np.asarray(forces[k], dtype=np.float64)
+        if data.config_type is not None and data.config_type[k]:
+            atoms.info[CONFIG_TYPE] = data.config_type[k]
+        atoms.info["pred_energy"] = float(preds.energy[k])
+        if preds.stress is not None and not np.isnan(preds.stress[k]).any():
+            atoms.info["pred_stress"] = preds.stress[k]
+        atoms.arrays["pred_forces"] = np.asarray(preds.forces[k], dtype=np.float64)
         out.append(atoms)
     return out
 
 
 def _mae_rmse(errors: np.ndarray) -> tuple[float | None, float | None]:
+    """MAE and RMSE of the errors that are not NaN (a label some structure lacks)."""
+    errors = errors[~np.isnan(errors)]
     if errors.size == 0:
         return None, None
     return float(np.abs(errors).mean()), float(np.sqrt((errors**2).mean()))
 
 
-def error_row(
-    data: Labelled, energy: np.ndarray, forces: list[np.ndarray], select: Sequence[int]
-) -> dict[str, Any]:
-    """MAE and RMSE of the structures ``select``: energy (eV and meV/atom), forces (eV/Å)."""
+def error_row(data: Labelled, preds: Predictions, select: Sequence[int]) -> dict[str, Any]:
+    """MAE and RMSE of the structures ``select``: energy (eV and meV/atom), forces (eV/Å),
+    stress (eV/Å³ and GPa, over its 9 components)."""
+    select = list(select)
     sizes = np.array([len(data.atoms[k]) for k in select])
     row: dict[str, Any] = {"structures": len(select), "atoms": int(sizes.sum())}
     if data.energy is not None:
-        diff = energy[list(select)] - data.energy[list(select)]
+        diff = preds.energy[select] - data.energy[select]
         row["energy_mae_eV"], row["energy_rmse_eV"] = _mae_rmse(diff)
         mae, rmse = _mae_rmse(1000.0 * diff / sizes)
         row["energy_mae_meV_per_atom"], row["energy_rmse_meV_per_atom"] = mae, rmse
     if data.forces is not None:
-        diff = np.concatenate([forces[k] - data.forces[k] for k in select]).reshape(-1)
+        diff = np.concatenate([preds.forces[k] - data.forces[k] for k in select]).reshape(-1)
         row["forces_mae_eV_per_A"], row["forces_rmse_eV_per_A"] = _mae_rmse(diff)
+    if data.stress is not None and preds.stress is not None:
+        diff = (preds.stress[select] - data.stress[select]).reshape(-1)
+        mae, rmse = _mae_rmse(diff)
+        row["stress_mae_eV_per_A3"], row["stress_rmse_eV_per_A3"] = mae, rmse
+        row["stress_mae_GPa"] = None if mae is None else mae * GPA_PER_EV_PER_A3
+        row["stress_rmse_GPa"] = None if rmse is None else rmse * GPA_PER_EV_PER_A3
     return row
 
 
-def element_rows(data: Labelled, forces: list[np.ndarray]) -> dict[str, dict[str, Any]]:
+def element_rows(data: Labelled, preds: Predictions) -> dict[str, dict[str, Any]]:
     """Force MAE and RMSE (eV/Å) on the atoms of each element, by chemical symbol."""
     assert data.forces is not None
     numbers = np.concatenate([a.numbers for a in data.atoms])
-    diff = np.concatenate([f - r for f, r in zip(forces, data.forces, strict=True)])
+    diff = np.concatenate([f - r for f, r in zip(preds.forces, data.forces, strict=True)])
     rows = {}
     for z in np.unique(numbers):
         mae, rmse = _mae_rmse(diff[numbers == z].reshape(-1))
@@ -152,6 +241,15 @@ def element_rows(data: Labelled, forces: list[np.ndarray]) -> dict[str, dict[str
             "forces_rmse_eV_per_A": rmse,
         }
     return rows
+
+
+def config_type_groups(config_types: Sequence[str]) -> dict[str, list[int]]:
+    """Structure indices by ``config_type``, in order of first appearance; structures without
+    one are the group ``NO_CONFIG_TYPE``."""
+    groups: dict[str, list[int]] = {}
+    for k, value in enumerate(config_types):
+        groups.setdefault(value or NO_CONFIG_TYPE, []).append(k)
+    return groups
 
 
 def size_groups(sizes: np.ndarray) -> dict[str, list[int]]:
@@ -169,15 +267,20 @@ def size_groups(sizes: np.ndarray) -> dict[str, list[int]]:
     return groups
 
 
-def error_table(data: Labelled, energy: np.ndarray, forces: list[np.ndarray]) -> dict[str, Any]:
-    """The errors overall, per element (forces) and per structure size (number of atoms)."""
+def error_table(data: Labelled, preds: Predictions) -> dict[str, Any]:
+    """The errors overall, per element (forces), per structure size (number of atoms) and
+    per ``config_type`` (empty when the data have none)."""
     everything = list(range(len(data.atoms)))
     sizes = np.array([len(a) for a in data.atoms])
+    configs = {} if data.config_type is None else config_type_groups(data.config_type)
     return {
-        "overall": error_row(data, energy, forces, everything),
-        "per_element": {} if data.forces is None else element_rows(data, forces),
+        "overall": error_row(data, preds, everything),
+        "per_element": {} if data.forces is None else element_rows(data, preds),
         "per_size": {
-            n: error_row(data, energy, forces, members) for n, members in size_groups(sizes).items()
+            n: error_row(data, preds, members) for n, members in size_groups(sizes).items()
+        },
+        "per_config_type": {
+            name: error_row(data, preds, members) for name, members in configs.items()
         },
     }
 
@@ -191,6 +294,10 @@ COLUMNS = {
     "energy_rmse_meV_per_atom": "E RMSE meV/atom",
     "forces_mae_eV_per_A": "F MAE eV/Å",
     "forces_rmse_eV_per_A": "F RMSE eV/Å",
+    "stress_mae_eV_per_A3": "S MAE eV/Å³",
+    "stress_rmse_eV_per_A3": "S RMSE eV/Å³",
+    "stress_mae_GPa": "S MAE GPa",
+    "stress_rmse_GPa": "S RMSE GPa",
 }
 """Keys of a row and their column headers in the printed table."""
 
@@ -202,10 +309,12 @@ def _cell(value: float | int | None) -> str:
 
 
 def format_table(table: dict[str, Any]) -> str:
-    """``error_table`` as aligned text: the overall row, then per element and per size."""
+    """``error_table`` as aligned text: the overall row, then per element, per size and per
+    ``config_type``."""
     groups = [("overall", table["overall"])]
     groups += [(f"element {k}", row) for k, row in table["per_element"].items()]
     groups += [(f"{k} atoms", row) for k, row in table["per_size"].items()]
+    groups += [(f"config_type {k}", row) for k, row in table.get("per_config_type", {}).items()]
     keys = [k for k in COLUMNS if any(k in row for _, row in groups)]
     header = ["group", *(COLUMNS[k] for k in keys)]
     lines = [header]

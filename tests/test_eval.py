@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
+from ase.build import bulk
 from ase.io import read, write
 from hydra.core.global_hydra import GlobalHydra
 
@@ -21,7 +23,7 @@ from physicsml.evaluate import error_table, predict, read_labelled
 from physicsml.inference import load_module, predict_atoms
 from physicsml.saved_model import read_model_file
 from physicsml.train import train
-from tests.structures import ETHANOL, cu_bulk
+from tests.structures import ETHANOL, cu_bulk, cu_vacancy, labelled
 
 SPLITS = {"train": "0:120", "validation": "120:160", "test": "160:200"}
 
@@ -81,8 +83,7 @@ def test_model_pt_holds_the_best_checkpoint(run) -> None:
 def _table(model: Path, store: Path) -> dict:
     module = load_module(model)
     data = read_labelled(AtomsStore(store), module)
-    energy, forces = predict(module, data.atoms, batch_size=8, progress=False)
-    return error_table(data, energy, forces)["overall"]
+    return error_table(data, predict(module, data.atoms, batch_size=8, progress=False))["overall"]
 
 
 def test_test_metrics_are_those_of_the_best_weights(run) -> None:
@@ -129,6 +130,8 @@ def test_eval_writes_predictions_and_errors(run, tmp_path: Path) -> None:
     assert set(saved["per_element"]) == {"C", "H", "O"}
     assert saved["per_element"]["H"]["atoms"] == 6 * 40
     assert list(saved["per_size"]) == ["9"]
+    assert saved["per_config_type"] == {}  # ethanol has no config_type
+    assert "S MAE" not in result.stdout and "config_type" not in result.stdout
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -163,6 +166,81 @@ def test_eval_without_labels_writes_predictions_only(run, tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert "predictions only" in result.stdout
     assert [len(a.arrays["pred_forces"]) for a in read(out, ":")] == [9, 9, 9]
+
+
+@pytest.fixture(scope="module")
+def copper_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-epoch tiny EGNN trained on EMT copper energies, forces and stresses."""
+    tmp = tmp_path_factory.mktemp("copper")
+    write(tmp / "cu.extxyz", cu_bulk(4) + cu_vacancy(4), format="extxyz")
+    ingest(tmp / "cu.extxyz", tmp / "cu.zarr")
+    cfg = compose_config(
+        [
+            f"datamodule.dataset={tmp / 'cu.zarr'}",
+            f"datamodule.cache_dir={tmp / 'cache'}",
+            "datamodule.y_graph_tensor=stress",
+            "datamodule.cut_off=4.0",
+            "datamodule.split.train=0.75",
+            "datamodule.split.validation=0.25",
+            "module=egnn",
+            "module.compute_stress=true",
+            "module.model.c_hidden=8",
+            "module.model.num_layers=1",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+        ],
+        run_dir=tmp / "run",
+    )
+    try:
+        train(cfg, tmp / "run")
+    finally:
+        GlobalHydra.instance().clear()
+    return tmp / "run"
+
+
+def copper_cluster() -> Atoms:
+    """A non-periodic EMT Cu cluster: energy and forces, no stress, config_type ``cluster``."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.pbc, atoms.cell = False, np.zeros((3, 3))
+    return labelled(atoms, "cluster", stress=False)
+
+
+def test_eval_per_config_type_and_stress(copper_run: Path, tmp_path: Path) -> None:
+    frames = cu_bulk(2) + cu_vacancy(2) + [copper_cluster()]
+    data = tmp_path / "mixed.extxyz"
+    write(data, frames, format="extxyz")
+    out, table = tmp_path / "pred.extxyz", tmp_path / "errors.json"
+    result = _eval(copper_run, data, "--quiet", "--out", out, "--json", table, cache=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "config_type cu_vacancy" in result.stdout and "S MAE GPa" in result.stdout
+    saved = json.loads(table.read_text())
+    groups = saved["per_config_type"]
+    assert list(groups) == ["cu_bulk", "cu_vacancy", "cluster"]
+    assert [g["structures"] for g in groups.values()] == [2, 2, 1]
+    assert groups["cluster"]["stress_mae_eV_per_A3"] is None  # no stress: left out
+
+    written = read(out, ":")
+    module = load_module(copper_run / "model.pt")
+    expected = predict_atoms(module, frames[:4], stress=True)["stress"]
+    for atoms, ref, stress in zip(written[:4], frames[:4], expected, strict=True):
+        assert atoms.info["pred_stress"].shape == (3, 3)
+        # float32 model on positions that went through extxyz text: 1e-6 eV/Å³ is 1.6e-4 GPa
+        np.testing.assert_allclose(atoms.info["pred_stress"], stress, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(atoms.get_stress(), ref.get_stress(), rtol=1e-9, atol=1e-12)
+        assert atoms.info["config_type"] == ref.info["config_type"]
+    assert "pred_stress" not in written[4].info and "stress" not in written[4].calc.results
+    errors = np.array([a.info["pred_stress"] - a.get_stress(voigt=False) for a in written[:4]])
+    mae = np.abs(errors).mean()
+    assert mae > 0 and saved["overall"]["stress_mae_eV_per_A3"] == pytest.approx(mae, rel=1e-6)
+    assert saved["overall"]["stress_mae_GPa"] == pytest.approx(mae * 160.21766, rel=1e-6)
+    vacancy = np.abs(errors[2:]).mean()
+    assert groups["cu_vacancy"]["stress_mae_eV_per_A3"] == pytest.approx(vacancy, rel=1e-6)
+    energies = [a.info["pred_energy"] - a.get_potential_energy() for a in written]
+    assert groups["cluster"]["energy_mae_eV"] == pytest.approx(abs(energies[4]), rel=1e-6)
+    assert groups["cu_bulk"]["energy_rmse_eV"] == pytest.approx(
+        np.sqrt(np.mean(np.square(energies[:2]))), rel=1e-6
+    )
 
 
 def test_without_a_best_checkpoint_model_pt_is_the_last_epoch(cfg_factory, tmp_path: Path) -> None:

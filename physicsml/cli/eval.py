@@ -31,8 +31,9 @@ def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
         prog="physicsml-eval",
-        description="Predict energies and forces of DATA with MODEL and print their errors "
-        "(MAE, RMSE) overall, per element and per structure size.",
+        description="Predict energies, forces (and stresses, for a model that predicts them) "
+        "of DATA with MODEL and print their errors (MAE, RMSE) overall, per element, per "
+        "structure size and per config_type.",
     )
     p.add_argument(
         "model", help="a run directory (its model.pt: the best epoch's), a checkpoint or model.pt"
@@ -63,11 +64,11 @@ def run(args: argparse.Namespace) -> None:
     model_file = find_model_file(args.model)
     module = load_module(model_file)
     data = read_labelled(open_source(args.data, default_cache_dir()), module)
-    energy, forces = predict(module, data.atoms, args.batch_size, progress=not args.quiet)
+    preds = predict(module, data.atoms, args.batch_size, progress=not args.quiet)
     if args.out is not None:
-        write(args.out, annotated(data, energy, forces), format="extxyz")
+        write(args.out, annotated(data, preds), format="extxyz")
         print(f"predictions of {len(data.atoms)} structures written to {args.out}")
-    if data.energy is None and data.forces is None:
+    if data.energy is None and data.forces is None and data.stress is None:
         if args.out is None:
             raise EvaluationError(
                 f"{args.data} has no reference energies or forces to compare with: "
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> None:
             )
         print(f"{args.data} has no reference energies or forces: predictions only")
         return
-    table = error_table(data, energy, forces)
+    table = error_table(data, preds)
     print(f"{describe(model_file)} on {args.data}:")
     print(format_table(table))
     if args.json is not None:

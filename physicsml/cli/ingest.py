@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from physicsml.data.files import Interrupted, interrupt
+from physicsml.data.files import Interrupted, interrupt, take_interrupt
 from physicsml.data.ingest import (
     ANI_ENERGY_KEY,
     ANI_FORCES_KEY,
@@ -63,20 +63,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``physicsml-ingest``; exits with status 2 on user errors, 128 + the
-    signal's number when interrupted (SIGINT, SIGTERM), leaving no output."""
-    p = parser()
-    args = p.parse_args(argv)
-    if args.verify is not None and (args.input or args.output):
-        p.error("--verify STORE takes no INPUT and OUTPUT")
-    if args.verify is None and not (args.input and args.output):
-        p.error("INPUT and OUTPUT are required (or --verify STORE)")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    signal's number when interrupted (SIGINT, SIGTERM), leaving no output unless the signal
+    came after the store was complete."""
+    # First: a signal at any later point is recorded, and the write stops at its next check.
     handlers = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
     try:
-        print(verify(args.verify, not args.quiet) if args.verify else convert(args))
-    except (IngestError, StoreError, FileExistsError) as error:
-        print(f"physicsml-ingest: error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        run(argv)
     except Interrupted as error:
         name = signal.Signals(error.signum).name
         print(f"physicsml-ingest: {name}: stopped, no output written", file=sys.stderr)
@@ -84,6 +76,32 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+        take_interrupt()  # none left for a later call in this process (after an error)
+
+
+def run(argv: list[str] | None) -> None:
+    """Parse ``argv``, then verify or convert; a signal that arrives after the output is in
+    place still exits with 128 + its number (the output is kept: it is complete)."""
+    p = parser()
+    args = p.parse_args(argv)
+    if args.verify is not None and (args.input or args.output):
+        p.error("--verify STORE takes no INPUT and OUTPUT")
+    if args.verify is None and not (args.input and args.output):
+        p.error("INPUT and OUTPUT are required (or --verify STORE)")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        print(verify(args.verify, not args.quiet) if args.verify else convert(args))
+    except (IngestError, StoreError, FileExistsError) as error:
+        print(f"physicsml-ingest: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    late = take_interrupt()
+    if late is not None:
+        name = signal.Signals(late).name
+        done = f"{args.output} is complete" if args.output else "the store verified"
+        print(
+            f"physicsml-ingest: {name}: received after the work was done ({done})", file=sys.stderr
+        )
+        raise SystemExit(128 + late)
 
 
 def convert(args: argparse.Namespace) -> str:

@@ -281,6 +281,11 @@ class AtomsDataModule(L.LightningDataModule):
                         f"datamodule.{key}: '{name}' is not in {store.path}; the store has: "
                         f"{listing or 'nothing'}"
                     )
+                if have[name].get("dtype") == "string":
+                    raise ConfigError(
+                        f"datamodule.{key}: '{name}' in {store.path} is a string label, not a "
+                        f"number to train on; the store has: {listing}"
+                    )
                 if have[name]["level"] != level:
                     raise ConfigError(
                         f"datamodule.{key}: '{name}' in {store.path} is a per-"

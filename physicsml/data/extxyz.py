@@ -4,9 +4,10 @@
 our users ingest that is most of an ingest's time. This reader parses the atom lines of many
 frames in one numpy conversion and the comment line with one regular expression. It covers the
 extxyz that codes write (``Properties``, ``Lattice``, ``pbc``, numeric key=value labels, R/I/S/L
-columns) and raises :class:`UnsupportedExtxyz` for the rest (escapes, JSON values, ``virial``,
-``VEC`` lines, ``move_mask``, irregular atom lines), so the caller can hand those files to
-``ase.io``. ``tests/data/test_extxyz.py`` checks it against ``ase.io`` frame for frame.
+columns; ``stress`` and ``virial`` of 9 or, unlike ``ase.io``, 6 Voigt numbers) and raises
+:class:`UnsupportedExtxyz` for the rest (escapes, JSON values, ``VEC`` lines, ``move_mask``,
+irregular atom lines), so the caller can hand those files to ``ase.io``.
+``tests/data/test_extxyz.py`` checks it against ``ase.io`` frame for frame.
 """
 
 from __future__ import annotations
@@ -116,14 +117,16 @@ def _columns(spec: str) -> list[tuple[str, type, int]]:
 
 def _info_parts(info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, str, dict[str, Any]]:
     """cell, pbc and Properties out of a comment's info (which keeps the other labels)."""
-    if "virial" in info:
-        raise UnsupportedExtxyz("virial (ase.io turns it into a stress)")
-    for key in ("Lattice", "stress"):
+    for key in ("Lattice", "stress", "virial"):
         if key in info:
             value = info[key]
-            if not isinstance(value, np.ndarray) or value.shape != (9,):
-                raise UnsupportedExtxyz(f"{key} is not 9 numbers")
-            info[key] = value.astype(np.float64).reshape(3, 3, order="F")
+            sizes = [(9,)] if key == "Lattice" else [(9,), (6,)]  # 6: Voigt, which ase.io refuses
+            if not isinstance(value, np.ndarray) or value.shape not in sizes:
+                raise UnsupportedExtxyz(
+                    f"{key} is not {' or '.join(str(s[0]) for s in sizes)} numbers"
+                )
+            value = value.astype(np.float64)
+            info[key] = value.reshape(3, 3, order="F") if value.shape == (9,) else value
     lattice = info.pop("Lattice", None)
     pbc = info.pop("pbc", lattice is not None)
     pbc_array = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()

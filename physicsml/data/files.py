@@ -1,7 +1,7 @@
 """On-disk helpers shared by the writers of stores, neighbour-list and pre-batch caches.
 
 Locks that concurrent processes (DDP ranks, sweep jobs) wait on, writes staged in a temporary
-folder and renamed into place (and interrupts held back while zarr writes), the ``complete``
+folder and renamed into place (stopped by a signal only between writes), the ``complete``
 attribute that marks a finished zarr group, and file hashes.
 """
 
@@ -72,40 +72,36 @@ def staged(path: Path, tmp: Path | None = None) -> Iterator[Path]:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Raised by ``interrupt`` for the signal ``signum`` (SIGINT, SIGTERM)."""
+    """Raised by ``check_interrupted`` for the signal ``signum`` (SIGINT, SIGTERM)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
-_held: list[int] = []
-"""Signals that arrived inside ``uninterrupted`` blocks (the first is raised at their end)."""
-_depth = [0]
+_received: list[int] = []
+"""Signals that ``interrupt`` recorded and no ``take_interrupt`` has taken yet."""
 
 
 def interrupt(signum: int, frame: FrameType | None) -> None:
-    """A signal handler raising ``Interrupted``, at once or at the end of the ``uninterrupted``
-    block being run, so that a staged write is removed with no zarr write left running."""
-    if _depth[0]:
-        _held.append(signum)
-        return
-    raise Interrupted(signum)
+    """A signal handler that only records ``signum``: the writer stops at its next check
+    (``check_interrupted``, between frames and before the rename), never inside a zarr write
+    or a finaliser, where a raised exception would be lost or leave writes running."""
+    _received.append(signum)
 
 
-@contextmanager
-def uninterrupted() -> Iterator[None]:
-    """Hold back ``interrupt`` until the block ends (zarr writes run in another thread: an
-    exception in ours would leave them writing into a folder being removed)."""
-    _depth[0] += 1
-    try:
-        yield
-    finally:
-        _depth[0] -= 1
-        if not _depth[0] and _held:
-            signum = _held[0]
-            _held.clear()
-            raise Interrupted(signum)
+def take_interrupt() -> int | None:
+    """The first signal recorded since the last call (``None`` if none), forgetting them all."""
+    signum = _received[0] if _received else None
+    _received.clear()
+    return signum
+
+
+def check_interrupted() -> None:
+    """Raise ``Interrupted`` if ``interrupt`` recorded a signal (then forget it)."""
+    signum = take_interrupt()
+    if signum is not None:
+        raise Interrupted(signum)
 
 
 def remove_stale(folder: Path, pattern: str) -> None:

@@ -9,22 +9,48 @@ from typing import Any
 
 import numpy as np
 
-from physicsml.data.store_format import Frame
+from physicsml.data.store_format import STRING, Frame
 
 ATOM_RESULTS = {"forces", "charges", "energies", "stresses", "magmoms"}
 STRUCTURE_RESULTS = {"energy", "free_energy", "stress", "dipole", "magmom"}
 VOIGT_TO_3X3 = np.array([[0, 5, 4], [5, 1, 3], [4, 3, 2]])
 """Index that turns Voigt ``[xx, yy, zz, yz, xz, xy]`` into a symmetric 3x3 matrix."""
+STRESS_FROM_VIRIAL = "virial"
+"""The per-structure label (eV, 9 or 6 Voigt components) stored as ``stress = -virial / V``."""
 
 
 def _numeric(value: np.ndarray) -> bool:
     return value.dtype.kind in "iuf"  # integers and floats; not bool, complex, str or object
 
 
+def as_3x3(name: str, value: Any) -> np.ndarray:
+    """A stress or virial given as a 3x3 matrix, 9 numbers (row by row, symmetric as extxyz
+    writes it) or 6 Voigt numbers ``[xx, yy, zz, yz, xz, xy]`` as a float 3x3 matrix."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape == (6,):
+        return array[VOIGT_TO_3X3]
+    if array.size == 9:
+        return array.reshape(3, 3)
+    raise ValueError(f"'{name}' has {array.size} components, expected 9 or 6 (Voigt)")
+
+
+def stress_from_virial(virial: Any, cell: Any, pbc: Any) -> np.ndarray:
+    """``-virial / V`` (ASE's convention), V the cell's volume; ``ValueError`` when the
+    structure has no periodic direction or no volume."""
+    volume = abs(float(np.linalg.det(np.asarray(cell, dtype=np.float64))))
+    if not np.asarray(pbc).any() or volume < 1e-9:
+        raise ValueError(
+            f"a virial needs a periodic cell with a volume (stress = -virial / V), but pbc is "
+            f"{np.asarray(pbc).tolist()} and the cell volume {volume:.3g} Å^3"
+        )
+    return -as_3x3(STRESS_FROM_VIRIAL, virial) / volume
+
+
 def atoms_to_frame(atoms: Any) -> Frame:
     """Frame of an ``ase.Atoms`` with its labels: ``atoms.calc.results`` plus numeric
-    ``atoms.arrays`` and ``atoms.info`` entries (as float64), under their own names.
-    Voigt stresses become 3x3 matrices."""
+    ``atoms.arrays`` and ``atoms.info`` entries (as float64) and ``atoms.info`` strings (such
+    as ``config_type``), under their own names. Voigt stresses become 3x3 matrices; a
+    ``virial`` in ``atoms.info`` becomes the stress (see ``stress_from_virial``)."""
     results = atoms.calc.results if atoms.calc is not None else {}
     arrays = {k: v for k, v in atoms.arrays.items() if k not in ("numbers", "positions")}
     return frame_from_parts(
@@ -52,11 +78,18 @@ def frame_from_parts(
     """Frame of a structure given as ``ase.Atoms`` holds it (see ``atoms_to_frame``)."""
     atom_props: dict[str, np.ndarray] = {}
     structure_props: dict[str, np.ndarray] = {}
+    if STRESS_FROM_VIRIAL in info:
+        virial = info[STRESS_FROM_VIRIAL]
+        info = {k: v for k, v in info.items() if k != STRESS_FROM_VIRIAL}
+        if "stress" not in results:
+            results = results | {"stress": stress_from_virial(virial, cell, pbc)}
     for name, raw in results.items():
         value = np.asarray(raw)
         if not _numeric(value):
             continue
-        if name in ("stress", "stresses") and value.shape[-1:] == (6,):
+        if name == "stress":
+            value = as_3x3(name, value)
+        elif name == "stresses" and value.shape[-1:] == (6,):
             value = value[..., VOIGT_TO_3X3]
         per_atom = name in ATOM_RESULTS or (
             name not in STRUCTURE_RESULTS and value.ndim >= 1 and value.shape[0] == n
@@ -67,8 +100,13 @@ def frame_from_parts(
         if _numeric(value):
             atom_props.setdefault(name, value)
     for name, raw in info.items():
+        if name in atom_props:
+            continue
+        if isinstance(raw, str):
+            structure_props.setdefault(name, np.asarray(raw, dtype=STRING))
+            continue
         value = np.asarray(raw)
-        if _numeric(value) and name not in atom_props:
+        if _numeric(value):
             # Float: a value written as "300" in one comment line may be "300.5" in the next.
             structure_props.setdefault(name, value.astype(np.float64))
     return Frame(

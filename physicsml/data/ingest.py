@@ -1,7 +1,10 @@
 """Ingest labelled structures into a store: anything ``ase.io`` reads, ANI-style HDF5, a store.
 
-Energies are stored in eV and lengths in Å; the source's units are stated by the caller
-(``energy_unit``, ``length_unit``) and both are recorded in the store's attributes.
+Energies are stored in eV, lengths in Å and stresses in eV/Å^3 (a ``virial``, in energy units,
+becomes ``stress = -virial / V``); the source's units are stated by the caller
+(``energy_unit``, ``length_unit``) and both are recorded in the store's attributes. A label
+that some frames lack is stored as NaN for them (counted in the ``missing`` attribute); string
+labels such as ``config_type`` are kept as string columns.
 """
 
 from __future__ import annotations
@@ -75,17 +78,25 @@ class IngestReport:
     seconds: float
 
     def summary(self) -> str:
-        """One line: structures, atoms, elements, properties, path, speed."""
+        """One line: structures, atoms, elements, properties, path, speed, bad frames skipped
+        and the frames that lack a property (stored as NaN, or an empty string)."""
         store = self.store
         elements = "".join(chemical_symbols[z] + " " for z in store.elements).strip()
         props = ", ".join(
-            f"{name} [{p['unit'] or '?'}] ({p['level']})" for name, p in store.properties.items()
+            f"{name} (structure, string)"
+            if p.get("dtype") == "string"
+            else f"{name} [{p['unit'] or '?'}] ({p['level']})"
+            for name, p in store.properties.items()
         )
         rate = store.num_structures / max(self.seconds, 1e-9)
+        missing = "".join(
+            f"; {count} frames lack {name}"
+            for name, count in store.attrs.get("missing", {}).items()
+        )
         return (
             f"wrote {store.num_structures} structures ({store.num_atoms} atoms; elements "
             f"{elements}; properties {props or 'none'}) to {store.path} in {self.seconds:.1f} s "
-            f"({rate:.0f} structures/s); skipped {self.num_skipped} bad frames"
+            f"({rate:.0f} structures/s); skipped {self.num_skipped} bad frames{missing}"
         )
 
 
@@ -148,17 +159,27 @@ def _ani_frames(path: Path, energy_key: str, forces_key: str | None) -> Iterator
                 )
 
 
+def _present(raw: Any) -> bool:
+    """Whether a store's value is a label, not the mark of a missing one (all NaN, or '')."""
+    value = np.asarray(raw)
+    if value.dtype.kind == "f":
+        return not np.isnan(value).all()
+    return value.dtype.kind in "iub" or bool(value.size and value.reshape(-1)[0] != "")
+
+
 def _store_frames(store: AtomsStore) -> Iterator[Frame]:
     data = store.load()
     for k in range(len(data.offsets) - 1):
         start, stop = data.offsets[k], data.offsets[k + 1]
+        atom_props = {name: v[start:stop] for name, v in data.atom_props.items()}
+        structure_props = {name: v[k] for name, v in data.structure_props.items()}
         yield Frame(
             positions=data.positions[start:stop],
             numbers=data.numbers[start:stop],
             cell=data.cell[k],
             pbc=data.pbc[k],
-            atom_props={name: v[start:stop] for name, v in data.atom_props.items()},
-            structure_props={name: v[k] for name, v in data.structure_props.items()},
+            atom_props={name: v for name, v in atom_props.items() if _present(v)},
+            structure_props={name: v for name, v in structure_props.items() if _present(v)},
         )
 
 
@@ -200,9 +221,9 @@ def ingest(
 
     The input is a physicsml store (a directory), an ANI-style HDF5 file (unless ``format``
     is given), or anything ``ase.io.iread(input_path, index, format)`` reads. Source units
-    default to eV and Å (Hartree and Å for ANI HDF5). Bad frames (non-finite values,
-    missing labels, shapes not matching the atom count) raise ``IngestError`` naming the
-    file and frame index, or are skipped and counted when ``skip_bad``.
+    default to eV and Å (Hartree and Å for ANI HDF5). Bad frames (non-finite values, shapes
+    not matching the atom count) raise ``IngestError`` naming the file and frame index, or are
+    skipped and counted when ``skip_bad``; a label that some frames lack is NaN for them.
     """
     source_path = Path(input_path)
     output = Path(output_path)

@@ -27,7 +27,7 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from physicsml.data.files import file_sha256
+from physicsml.data.files import check_interrupted, file_sha256
 from physicsml.data.store_format import StoreError
 
 MANIFEST = "manifest.json"
@@ -150,6 +150,7 @@ class Manifest:
             delay=1.0,
         ) as bar:
             for array in self.arrays:
+                check_interrupted()  # physicsml-ingest --verify stops between arrays
                 hashed += self.verify_array(array)
                 bar.update(sum(size for size, _ in self.arrays[array].values()))
         self.remember(signatures)

@@ -51,7 +51,8 @@ def compute_statistics(
     demand (``AtomsStore.open_arrays``); in memory or on disk, the result is the same. The
     least-squares fit of the reference energies accumulates the R factor of a QR
     decomposition of ``[composition | energy]`` block by block; its minimum-norm solution
-    is the one ``numpy.linalg.lstsq`` gives for the whole system.
+    is the one ``numpy.linalg.lstsq`` gives for the whole system. Missing labels (NaN: frames
+    that lack the energy or forces) are left out of the fit and the scale.
     """
     indices = np.asarray(indices, dtype=np.int64)
     width = len(elements)
@@ -59,11 +60,13 @@ def compute_statistics(
     squares, values = 0.0, 0
     for block in _blocks(data, indices, elements, energy_key, forces_key):
         if block.energies is not None:
-            augmented = np.column_stack([block.composition, block.energies])
+            known = ~np.isnan(block.energies)
+            augmented = np.column_stack([block.composition[known], block.energies[known]])
             r = np.asarray(np.linalg.qr(np.vstack([r, augmented]), mode="r"))
         if block.forces is not None:
-            squares += float(np.sum(block.forces**2))
-            values += block.forces.size
+            forces = block.forces[~np.isnan(block.forces)]
+            squares += float(np.sum(forces**2))
+            values += forces.size
     reference: np.ndarray = np.zeros(width)
     if energy_key is not None:
         rcond = np.finfo(np.float64).eps * max(len(indices), width)
@@ -72,6 +75,7 @@ def compute_statistics(
             for block in _blocks(data, indices, elements, energy_key, None):
                 assert block.energies is not None
                 residual = (block.energies - block.composition @ reference) / block.counts
+                residual = residual[~np.isnan(residual)]
                 squares += float(np.sum(residual**2))
                 values += len(residual)
     scale = float(np.sqrt(squares / values)) if values else 1.0

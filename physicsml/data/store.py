@@ -23,6 +23,10 @@ from physicsml.data.store_format import FORMAT, SCHEMA_VERSION, Array, StoreErro
 class StoreData:
     """A store's arrays; atoms of structure ``k`` are ``offsets[k]:offsets[k+1]``.
 
+    A label that a structure lacks reads as NaN; a string label (``config_type``) is a
+    ``structure_props`` array of numpy's ``StringDType`` (its ``properties`` entry has
+    ``dtype: string``), "" where a structure has none.
+
     ``AtomsStore.load`` reads them all into memory; ``AtomsStore.open_arrays`` leaves all
     but ``offsets`` on disk, read on demand.
     """

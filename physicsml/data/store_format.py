@@ -4,12 +4,15 @@ Layout of a store (a zarr v3 group)::
 
     atoms/positions [N,3] float64, atoms/numbers [N] int64, atoms/<property> [N,...]
     structures/offsets [S+1] int64, structures/cell [S,3,3], structures/pbc [S,3] bool,
-    structures/<property> [S,...]
+    structures/<property> [S,...]  (a string label: [S] of zarr's ``string`` data type)
     neighbours/<key>/{offsets [S+1], edge_index [2,E] int32, shifts [E,3] int8|int16|int32}
 
 Root attributes: ``format``, ``schema_version``, ``num_structures``, ``num_atoms``,
-``elements``, ``properties``, ``units``, ``source`` and ``complete`` (written last). The store
-and each neighbour table hold a ``manifest.json`` of their chunks (``physicsml.data.integrity``).
+``elements``, ``properties`` (each property's ``level``, ``shape``, ``unit``, and ``dtype:
+string`` for string labels), ``units``, ``source``, ``missing`` (only when some frames lack a
+property: their number by property; such frames hold NaN, or an empty string) and
+``complete`` (written last). The store and each neighbour table hold a ``manifest.json`` of
+their chunks (``physicsml.data.integrity``).
 """
 
 from __future__ import annotations
@@ -52,14 +55,25 @@ class Frame:
     structure_props: dict[str, Any] = field(default_factory=dict)
 
 
+STRING = np.dtypes.StringDType()
+"""dtype of string labels (zarr 3's variable-length UTF-8 ``string`` data type)."""
+
+
 @dataclass(frozen=True)
 class PropertySpec:
     """How a property is stored: ``level`` (``atom`` or ``structure``), trailing shape (after
-    the atom axis for atom properties) and dtype (float64 or int64)."""
+    the atom axis for atom properties) and dtype (float64, int64, or ``STRING`` for a
+    per-structure string label such as ``config_type``)."""
 
     level: str
     shape: tuple[int, ...]
     dtype: np.dtype
+
+    def missing(self, rows: int) -> np.ndarray:
+        """``rows`` rows (atoms or structures, by ``level``) of the value that a frame without
+        this property stores: NaN, or an empty string for strings."""
+        fill = "" if self.dtype == STRING else np.nan
+        return np.full((rows, *self.shape), fill, dtype=self.dtype)
 
 
 def chunks(shape: tuple[int, ...], dtype: DTypeLike) -> tuple[int, ...]:
@@ -68,30 +82,45 @@ def chunks(shape: tuple[int, ...], dtype: DTypeLike) -> tuple[int, ...]:
     return (max(1, CHUNK_BYTES // max(row, 1)), *shape[1:])
 
 
-def _spec_of(name: str, level: str, value: np.ndarray) -> PropertySpec:
+def _is_string(value: np.ndarray) -> bool:
+    return value.dtype.kind in "UT"
+
+
+def property_spec(name: str, level: str, value: np.ndarray) -> PropertySpec:
+    """The spec of property ``name`` at ``level`` from its value in a frame; ``ValueError``
+    for values that are neither numbers nor a single per-structure string."""
     dtype: np.dtype
     if np.issubdtype(value.dtype, np.floating):
         dtype = np.dtype(np.float64)
     elif np.issubdtype(value.dtype, np.integer):
         dtype = np.dtype(np.int64)
+    elif _is_string(value) and level == "structure" and value.ndim == 0:
+        dtype = STRING
     else:
         raise ValueError(f"property '{name}' is not numeric ({value.dtype})")
     shape = value.shape[1:] if level == "atom" else value.shape
     return PropertySpec(level, tuple(shape), dtype)
 
 
-def property_specs(frame: Frame) -> dict[str, PropertySpec]:
-    """Property specs of the first frame, which every later frame must follow."""
-    specs = {n: _spec_of(n, "atom", np.asarray(v)) for n, v in frame.atom_props.items()}
-    for name, value in frame.structure_props.items():
-        if name in specs:
-            raise ValueError(f"property '{name}' is both a per-atom and a per-structure property")
-        specs[name] = _spec_of(name, "structure", np.asarray(value))
-    return specs
+def new_property_specs(frame: Frame, specs: dict[str, PropertySpec]) -> dict[str, PropertySpec]:
+    """Specs of the properties of ``frame`` that ``specs`` lacks (all of them for the first
+    frame); ``ValueError`` for a name that is both per-atom and per-structure."""
+    new: dict[str, PropertySpec] = {}
+    for level, props in (("atom", frame.atom_props), ("structure", frame.structure_props)):
+        for name, value in props.items():
+            known = specs.get(name) or new.get(name)
+            if known is None:
+                new[name] = property_spec(name, level, np.asarray(value))
+            elif known.level != level:
+                raise ValueError(
+                    f"property '{name}' is both a per-atom and a per-structure property"
+                )
+    return new
 
 
 def frame_problem(frame: Frame, specs: dict[str, PropertySpec]) -> str | None:
-    """Why ``frame`` cannot be stored under ``specs`` (``None`` when it can)."""
+    """Why ``frame`` cannot be stored under ``specs`` (``None`` when it can). A property
+    that the frame lacks is no problem: it is stored as missing (``PropertySpec.missing``)."""
     positions = np.asarray(frame.positions)
     numbers = np.asarray(frame.numbers)
     n = len(numbers)
@@ -114,14 +143,17 @@ def frame_problem(frame: Frame, specs: dict[str, PropertySpec]) -> str | None:
     for name, spec in specs.items():
         props = frame.atom_props if spec.level == "atom" else frame.structure_props
         if name not in props:
-            return f"missing label '{name}'"
+            continue
         value = np.asarray(props[name])
         expected = (n, *spec.shape) if spec.level == "atom" else spec.shape
         if value.shape != expected:
             atoms = f" for {n} atoms" if spec.level == "atom" else ""
             return f"'{name}' has shape {value.shape}, expected {expected}{atoms}"
-        if value.dtype.kind not in "iufc":  # not np.issubdtype: this runs for every frame
+        if spec.dtype == STRING:
+            if not _is_string(value):
+                return f"'{name}' is not a string ({value.dtype}) as in earlier frames"
+        elif value.dtype.kind not in "iufc":  # not np.issubdtype: this runs for every frame
             return f"'{name}' is not numeric ({value.dtype})"
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
+        elif value.dtype.kind == "f" and not np.isfinite(value).all():
             return f"'{name}' is not finite"
     return None

@@ -97,7 +97,6 @@ def test_comment_parsing() -> None:
 @pytest.mark.parametrize(
     "comment",
     [
-        'Properties=species:S:1:pos:R:3 virial="1 0 0 0 1 0 0 0 1"',
         "Properties=species:S:1:pos:R:3:move_mask:L:1",
         'Properties=species:S:1:pos:R:3 info="_JSON {\\"a\\": 1}"',
     ],

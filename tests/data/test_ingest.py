@@ -75,9 +75,8 @@ def assert_equal_to_ase(store: AtomsStore, path: Path) -> None:
             np.testing.assert_array_equal(data.structure_props["dipole"][k], results["dipole"])
         if "charges" in results:
             np.testing.assert_array_equal(data.atom_props["charges"][sl], results["charges"])
-        for name, value in atoms.info.items():
-            if name != "config_type":
-                np.testing.assert_array_equal(data.structure_props[name][k], value)
+        for name, value in atoms.info.items():  # numbers and strings (config_type) alike
+            np.testing.assert_array_equal(data.structure_props[name][k], value)
 
 
 @pytest.mark.parametrize("name", ["ethanol", "aspirin", "cu_bulk"])
@@ -92,7 +91,12 @@ def test_extxyz_equals_ase(tmp_path: Path, name: str) -> None:
     assert props["forces"] == {"level": "atom", "shape": [3], "unit": "eV/Å"}
     if "bulk" in name:
         assert props["stress"] == {"level": "structure", "shape": [3, 3], "unit": "eV/Å^3"}
-        assert "config_type" not in props  # strings are not stored
+        assert props["config_type"] == {
+            "level": "structure",
+            "shape": [],
+            "unit": "",
+            "dtype": "string",
+        }
     else:
         assert props["dipole"]["unit"] == "e·Å" and props["charges"]["unit"] == "e"
     assert store.attrs["units"]["energy"] == "eV"
@@ -186,9 +190,12 @@ def test_bad_frames(tmp_path: Path) -> None:
         ingest(bad, out)
     assert list(tmp_path.iterdir()) == [bad]
     report = ingest(bad, out, skip_bad=True)
-    assert report.num_skipped == 3
-    assert report.store.load().structure_props["energy"].tolist() == [1.0, 4.0]
-    assert "skipped 3 bad frames" in report.summary()
+    assert report.num_skipped == 2  # NaN energy, a 2-vector dipole; no forces is no problem
+    data = report.store.load()
+    assert data.structure_props["energy"].tolist() == [1.0, 2.0, 4.0]
+    assert np.isnan(data.atom_props["forces"][2:4]).all()
+    assert not np.isnan(data.atom_props["forces"][[0, 1, 4, 5]]).any()
+    assert "skipped 2 bad frames; 1 frames lack forces" in report.summary()
 
 
 @pytest.mark.parametrize(
@@ -239,7 +246,8 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert not out.exists()
     main([str(bad), str(out), "--quiet", "--skip-bad"])
     summary = capsys.readouterr().out
-    assert "wrote 2 structures (4 atoms; elements H;" in summary and "skipped 3" in summary
+    assert "wrote 3 structures (6 atoms; elements H;" in summary
+    assert "skipped 2 bad frames; 1 frames lack forces" in summary
     for args in ([str(bad), str(out)], [str(tmp_path / "missing.xyz"), str(tmp_path / "o")]):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--quiet"])

@@ -141,8 +141,10 @@ def test_bad_frames(tmp_path: Path) -> None:
     store = write_store(
         tmp_path / "b.zarr", frames, source=SOURCE, units={}, on_bad=lambda k, p: bad.append((k, p))
     )
-    assert bad == [(1, "'energy' is not finite"), (3, "missing label 'stress'")]
-    assert_matches(store, [frames[0], frames[2]])
+    assert bad == [(1, "'energy' is not finite")]  # a missing label is no problem: NaN
+    assert_matches(store, [frames[0], frames[2], frames[3]])
+    assert np.isnan(store.load().structure_props["stress"][2]).all()
+    assert store.attrs["missing"] == {"stress": 1}
     with pytest.raises(ValueError, match="no frames"):
         write_store(tmp_path / "c.zarr", [], source=SOURCE, units={})
 
