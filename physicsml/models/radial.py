@@ -1,7 +1,5 @@
 """Radial bases and smooth cut-off functions of edge lengths, shared by every architecture."""
 
-from __future__ import annotations
-
 import math
 
 import torch

@@ -17,9 +17,8 @@ def apply_strain(
     """A zero strain ``[G, 3, 3]`` to differentiate by, and the positions and edge shifts
     (``[N, 3]``, ``[E, 3]``) deformed by its symmetric part; ``node_graph``/``edge_graph`` give
     each atom's and each edge's structure."""
-    strain = torch.zeros(
-        (num_graphs, 3, 3), dtype=positions.dtype, device=positions.device, requires_grad=True
-    )
+    strain = torch.zeros((num_graphs, 3, 3), dtype=positions.dtype, device=positions.device)
+    strain.requires_grad_(True)
     symmetric = 0.5 * (strain + strain.transpose(1, 2))
     positions = positions + torch.bmm(positions.unsqueeze(1), symmetric[node_graph]).squeeze(1)
     cell_shift = cell_shift + torch.bmm(cell_shift.unsqueeze(1), symmetric[edge_graph]).squeeze(1)

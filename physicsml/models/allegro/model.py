@@ -7,8 +7,6 @@ i's edges); its scalars feed the next latent MLP. Edge energies from the final l
 summed onto the centre atoms. No information travels beyond one cut-off sphere.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 
@@ -80,6 +78,7 @@ class EdgeTensorProduct(torch.nn.Module):
         self.register_buffer("cg", cg_matrix.reshape(-1, col).to(torch.get_default_dtype()))
         self.num_scalar_paths = self.out_slices[0][1] if irreps_out[0] == o3.Irrep("0e") else 0
         self.mul = mul
+        self.linear = linear
         self.weights = torch.nn.ParameterList(
             [torch.nn.Parameter(torch.randn(mul, k, mul)) for _, k, _ in self.out_slices]
             if linear
@@ -95,10 +94,11 @@ class EdgeTensorProduct(torch.nn.Module):
         scalars = paths[:, :, : self.num_scalar_paths].reshape(
             num_edges, self.mul * self.num_scalar_paths
         )
-        if len(self.weights) == 0:
+        if not self.linear:
             return scalars, None
-        mixed = []
-        for (start, k, dim), w in zip(self.out_slices, self.weights, strict=True):
+        mixed: list[Tensor] = []
+        for index, w in enumerate(self.weights):
+            start, k, dim = self.out_slices[index]
             block = paths[:, :, start : start + k * dim].reshape(num_edges, self.mul, k, dim)
             mixed.append(torch.einsum("eukd,ukv->evd", block, w) / math.sqrt(self.mul * k))
         return scalars, torch.cat(mixed, dim=-1)
@@ -257,7 +257,7 @@ class Allegro(torch.nn.Module):
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per-atom energies and the requested scalar heads for a collated batch."""
         vectors, lengths = edge_vectors(batch)
-        centre, neighbour = batch["edge_index"]
+        centre, neighbour = batch["edge_index"][0], batch["edge_index"][1]
         num_atoms = batch["species"].shape[0]
         sh = self.spherical_harmonics(vectors)
         attrs = batch["node_attrs"]
@@ -286,14 +286,21 @@ class Allegro(torch.nn.Module):
         assert latents is not None
         latents = self._resnet(latents, new, len(self.tps) - 1)
 
-        def to_atoms(edge_values: Tensor) -> Tensor:
-            return scatter_sum(edge_values, centre, num_atoms) * self.inv_sqrt_neighbours
-
-        out = {"node_energy": to_atoms(self.energy_head(latents)).squeeze(-1)}
+        out = {
+            "node_energy": self._to_atoms(self.energy_head(latents), centre, num_atoms).squeeze(-1)
+        }
         if self.node_scalars_head is not None:
-            out["y_node_scalars"] = to_atoms(self.node_scalars_head(latents))
+            out["y_node_scalars"] = self._to_atoms(
+                self.node_scalars_head(latents), centre, num_atoms
+            )
         if self.graph_scalars_head is not None:
             out["graph_scalars"] = scatter_sum(
-                to_atoms(self.graph_scalars_head(latents)), batch["batch"], num_graphs(batch)
+                self._to_atoms(self.graph_scalars_head(latents), centre, num_atoms),
+                batch["batch"],
+                num_graphs(batch),
             )
         return out
+
+    def _to_atoms(self, edge_values: Tensor, centre: Tensor, num_atoms: int) -> Tensor:
+        """Sum edge values onto their centre atoms, normalised by the neighbour count."""
+        return scatter_sum(edge_values, centre, num_atoms) * self.inv_sqrt_neighbours

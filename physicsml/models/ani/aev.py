@@ -5,8 +5,6 @@ unordered pair of edges of the same centre shorter than the angular cut-off. Bot
 periodic images through ``cell_shift``, so no coordinate wrapping is needed.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import torch
@@ -81,7 +79,7 @@ class AEVComputer(torch.nn.Module):
 
     def forward(self, batch: dict[str, Tensor], vectors: Tensor, lengths: Tensor) -> Tensor:
         """AEVs ``[N, dim]`` given the edge vectors and lengths of ``batch``."""
-        centre, neighbour = batch["edge_index"]
+        centre, neighbour = batch["edge_index"][0], batch["edge_index"][1]
         species = batch["species"]
         n = species.numel()
 

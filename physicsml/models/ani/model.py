@@ -103,7 +103,8 @@ class ANI(torch.nn.Module):
         vectors, lengths = edge_vectors(batch)
         aev = self.aev(batch, vectors, lengths)
         species = batch["species"]
-        atoms, energies = [], []
+        atoms: list[Tensor] = []
+        energies: list[Tensor] = []
         for k, network in enumerate(self.networks):
             idx = torch.nonzero(species == k).squeeze(1)
             atoms.append(idx)

@@ -67,7 +67,7 @@ class EGNNLayer(nn.Module):
 
         ``weight`` ``[E, 1]`` is the envelope divided by ``avg_num_neighbours``.
         """
-        i, j = edge_index
+        i, j = edge_index[0], edge_index[1]
         a, b = self.node_proj(h).chunk(2, dim=-1)
         m = self.phi_e(a.index_select(0, i) + b.index_select(0, j) + self.edge_proj(radial))
         gate = torch.sigmoid(self.phi_att(m)) * weight
@@ -116,6 +116,7 @@ class EGNN(nn.Module):
             raise ConfigError("EGNN needs num_layers >= 1 and num_layers_phi >= 2")
         act = activation(mlp_activation)
         self.cut_off = cut_off
+        self.envelope_exponent = ENVELOPE_EXPONENT
         self.inv_avg_num_neighbours = 1.0 / avg_num_neighbours
         self.pool_type = pool_type
         self.num_graph_attrs = num_graph_attrs
@@ -160,10 +161,10 @@ class EGNN(nn.Module):
         """Per-atom energies ``node_energy`` [N] plus the heads the model was built with."""
         vectors, lengths = edge_vectors(batch)
         edge_index = batch["edge_index"]
-        i, j = edge_index
+        i, j = edge_index[0], edge_index[1]
         # The envelope of the input distances gates every layer, so an edge always enters
         # and leaves smoothly, even when modify_coords moves the atoms.
-        envelope = polynomial_cutoff(lengths, self.cut_off, ENVELOPE_EXPONENT)
+        envelope = polynomial_cutoff(lengths, self.cut_off, self.envelope_exponent)
         weight = (envelope * self.inv_avg_num_neighbours).unsqueeze(-1)
         radial = self._radial_features(lengths)
         h = self.embed(batch["node_attrs"])

@@ -6,8 +6,6 @@ with ``D = sum (2 l + 1)``, the blocks in that order (e3nn's component order ins
 Channel mixing is then a plain matmul on the last axis of each block.
 """
 
-from __future__ import annotations
-
 import math
 
 import torch
@@ -17,7 +15,7 @@ from e3nn.nn import FullyConnectedNet
 from torch import Tensor
 
 from physicsml.models.mace.symmetric_contraction import Irrep, SymmetricContraction
-from physicsml.models.utils import scatter_sum
+from physicsml.models.utils import Constant, scatter_sum
 
 
 def block_slices(irreps: list[Irrep]) -> list[slice]:
@@ -55,7 +53,11 @@ class BlockLinear(torch.nn.Module):
         if missing:
             raise ValueError(f"no input irrep for outputs {missing}")
         slices = block_slices(irreps_in)
-        self.in_slices = [slices[irreps_in.index(ir)] for ir in irreps_out]
+        # (start, stop) of the input block of each output irrep
+        self.in_blocks = [
+            (slices[irreps_in.index(ir)].start, slices[irreps_in.index(ir)].stop)
+            for ir in irreps_out
+        ]
         self.num_elements = num_elements
         self.channels_out = channels_out
         width = channels_out * max(num_elements, 1)
@@ -64,12 +66,12 @@ class BlockLinear(torch.nn.Module):
 
     def forward(self, x: Tensor, node_attrs: Tensor | None = None) -> Tensor:
         """Map ``x [N, D_in, C_in]`` (and the one-hot species when element-dependent)."""
-        blocks = []
-        for k, sl in enumerate(self.in_slices):
-            out = x[:, sl, :] @ (self.weight[k] * self.scale)
-            if self.num_elements:
+        blocks: list[Tensor] = []
+        for k, (start, stop) in enumerate(self.in_blocks):
+            out = x[:, start:stop, :] @ (self.weight[k] * self.scale)
+            if self.num_elements > 0:
                 assert node_attrs is not None
-                out = out.view(*out.shape[:2], self.num_elements, self.channels_out)
+                out = out.view(out.shape[0], out.shape[1], self.num_elements, self.channels_out)
                 out = (out * node_attrs[:, None, :, None]).sum(2)
             blocks.append(out)
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
@@ -111,8 +113,9 @@ class Interaction(torch.nn.Module):
                     if (ell, p_in * (-1) ** l_sh) in target:
                         per_target[target.index((ell, p_in * (-1) ** l_sh))].append((a, l_sh))
         self.paths_per_target = [len(p) for p in per_target]
+        self.cg = torch.nn.ModuleList()  # per target irrep: [(lmax+1)^2, D_in * dim * paths]
         assert all(self.paths_per_target), "every target irrep is reached from 0e"
-        for t, (paths, (ell, _)) in enumerate(zip(per_target, target, strict=True)):
+        for paths, (ell, _) in zip(per_target, target, strict=True):
             cg = torch.zeros(
                 (lmax + 1) ** 2, self.dim_in, 2 * ell + 1, len(paths), dtype=torch.float64
             )
@@ -121,7 +124,7 @@ class Interaction(torch.nn.Module):
                 block = (c * math.sqrt(2 * ell + 1)).permute(1, 0, 2)  # [sh, in, out]
                 cg[l_sh * l_sh : (l_sh + 1) ** 2, in_slices[a], :, k] = block
             # float64 constants, cast on use (exact float64 models).
-            self.register_buffer(f"cg_{t}", cg.reshape(cg.shape[0], -1), persistent=False)
+            self.cg.append(Constant(cg.reshape(cg.shape[0], -1)))
 
         self.linear_up = BlockLinear(irreps_in, irreps_in, channels, channels)
         self.radial_mlp = FullyConnectedNet(
@@ -149,18 +152,17 @@ class Interaction(torch.nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """Return the atomic basis ``[N, (lmax+1)^2, C]`` and the skip connection (or None)."""
         skip = self.skip(h, node_attrs) if self.residual else None
-        centre, neighbour = edge_index
+        centre, neighbour = edge_index[0], edge_index[1]
         num_edges, num_nodes, channels = sh.shape[0], h.shape[0], self.channels
         h_neighbour = self.linear_up(h)[neighbour]  # [E, D_in, C]
         weights = self.radial_mlp(radial).view(num_edges, sum(self.paths_per_target), channels)
-        blocks = []
-        for t, (r, w) in enumerate(
-            zip(torch.split(weights, self.paths_per_target, dim=1), self.mix_weight, strict=True)
-        ):
-            cg: Tensor = getattr(self, f"cg_{t}")
+        blocks: list[Tensor] = []
+        radial_weights = torch.split(weights, self.paths_per_target, dim=1)
+        for t, (cg, w) in enumerate(zip(self.cg, self.mix_weight, strict=True)):
+            r = radial_weights[t]
             dim, n = self.target_dims[t], self.paths_per_target[t]
             # Clebsch-Gordan coefficients contracted with Y(r_ij): [E, D_in, dim * n].
-            coupling = (sh @ cg.to(sh.dtype)).view(num_edges, self.dim_in, dim * n)
+            coupling = (sh @ cg().to(sh.dtype)).view(num_edges, self.dim_in, dim * n)
             if self.dim_in == 1:
                 messages = coupling.transpose(1, 2) * h_neighbour
             else:
@@ -212,7 +214,7 @@ class ScalarReadout(torch.nn.Module):
         """``h [N, D, C]`` with the ``0e`` block first -> ``[N, k]``."""
         x = h[:, 0, :]
         for k, w in enumerate(self.weights):
-            if k:
+            if k > 0:
                 x = self.act(x)
             x = x @ (w / math.sqrt(w.shape[0]))
         return x
@@ -225,7 +227,7 @@ class VectorReadout(torch.nn.Module):
 
     def __init__(self, channels: int, vector_slice: slice) -> None:
         super().__init__()
-        self.vector_slice = vector_slice
+        self.vector_start, self.vector_stop = vector_slice.start, vector_slice.stop
         self.weight = torch.nn.Parameter(torch.randn(channels))
         # Rows: the l=1 spherical harmonics of the unit x, y, z axes (e3nn's component order
         # changed between releases), so ``v_sh @ to_xyz.T`` is the Cartesian vector.
@@ -236,5 +238,7 @@ class VectorReadout(torch.nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         """``h [N, D, C]`` -> ``[N, 3]``."""
-        v = h[:, self.vector_slice, :] @ (self.weight / math.sqrt(self.weight.shape[0]))
+        v = h[:, self.vector_start : self.vector_stop, :] @ (
+            self.weight / math.sqrt(self.weight.shape[0])
+        )
         return v @ self.to_xyz.T.to(v.dtype)

@@ -133,30 +133,36 @@ class MACE(torch.nn.Module):
         sh = self.spherical_harmonics(vectors)
         radial = self.radial(lengths)
         h = self.embedding[batch["species"]].unsqueeze(1)  # [N, 1 (0e), C]
-        features = []
+        features: list[Tensor] = []
         for interaction, product in zip(self.interactions, self.products, strict=True):
             basis, skip = interaction(h, node_attrs, radial, sh, edge_index)
             h = product(basis, batch["species"], skip)
             features.append(h)
 
-        def scalars(head: torch.nn.ModuleList) -> Tensor:
-            return torch.stack([r(f) for r, f in zip(head, features, strict=True)]).sum(0)
-
-        def vector(head: torch.nn.ModuleList) -> Tensor:
-            readouts = zip(head, self.vector_layers, strict=True)
-            return torch.stack([r(features[k]) for r, k in readouts]).sum(0)
-
-        out = {"node_energy": scalars(self.energy_head).squeeze(-1)}
+        # Each head sums a readout of every layer (scalars) or of the layers with 1o (vectors).
+        # The loops are written out per head: TorchScript cannot pass a ModuleList around.
+        readouts = [readout(features[k]) for k, readout in enumerate(self.energy_head)]
+        out = {"node_energy": torch.stack(readouts).sum(0).squeeze(-1)}
         if self.node_scalars_head is not None:
-            out["y_node_scalars"] = scalars(self.node_scalars_head)
+            readouts = [readout(features[k]) for k, readout in enumerate(self.node_scalars_head)]
+            out["y_node_scalars"] = torch.stack(readouts).sum(0)
         if self.graph_scalars_head is not None:
+            readouts = [readout(features[k]) for k, readout in enumerate(self.graph_scalars_head)]
             out["graph_scalars"] = scatter_sum(
-                scalars(self.graph_scalars_head), batch["batch"], num_graphs(batch)
+                torch.stack(readouts).sum(0), batch["batch"], num_graphs(batch)
             )
         if self.node_vector_head is not None:
-            out["y_node_vector"] = vector(self.node_vector_head)
+            readouts = [
+                readout(features[self.vector_layers[k]])
+                for k, readout in enumerate(self.node_vector_head)
+            ]
+            out["y_node_vector"] = torch.stack(readouts).sum(0)
         if self.graph_vector_head is not None:
+            readouts = [
+                readout(features[self.vector_layers[k]])
+                for k, readout in enumerate(self.graph_vector_head)
+            ]
             out["y_graph_vector"] = scatter_sum(
-                vector(self.graph_vector_head), batch["batch"], num_graphs(batch)
+                torch.stack(readouts).sum(0), batch["batch"], num_graphs(batch)
             )
         return out

@@ -18,8 +18,6 @@ aspirin batches. The cost does not grow with the number of coupling paths (mace-
 contracts per node with the full coupling tensors, a factor ~P more work).
 """
 
-from __future__ import annotations
-
 import itertools
 import math
 from functools import cache, lru_cache
@@ -27,6 +25,8 @@ from functools import cache, lru_cache
 import torch
 from e3nn import o3
 from torch import Tensor
+
+from physicsml.models.utils import Constant
 
 Irrep = tuple[int, int]  # (l, parity)
 
@@ -178,12 +178,10 @@ class SymmetricContraction(torch.nn.Module):
         super().__init__()
         coefficients, indices = product_basis(lmax, correlation, tuple(outs))
         # Constants stay float64 (cast on use) so that a float64 model is exact to 1e-15.
-        for nu, c in enumerate(coefficients, start=1):
-            self.register_buffer(f"coefficients_{nu}", c.clone(), persistent=False)
-        for d, (prefix, last) in enumerate(indices, start=2):
-            self.register_buffer(f"prefix_{d}", prefix.clone(), persistent=False)
-            self.register_buffer(f"last_{d}", last.clone(), persistent=False)
-        self.correlation = correlation
+        # coefficients[nu - 1] of degree nu; prefixes/lasts[d - 2] build degree d monomials.
+        self.coefficients = torch.nn.ModuleList(Constant(c.clone()) for c in coefficients)
+        self.prefixes = torch.nn.ModuleList(Constant(prefix.clone()) for prefix, _ in indices)
+        self.lasts = torch.nn.ModuleList(Constant(last.clone()) for _, last in indices)
         self.num_weights = [c.shape[0] for c in coefficients]
         self.num_m = coefficients[0].shape[2]
         self.weight = torch.nn.Parameter(
@@ -199,17 +197,17 @@ class SymmetricContraction(torch.nn.Module):
         xt = padded.view(-1, layout.width, dim, channels).permute(0, 3, 2, 1)
         xt = xt.reshape(-1, dim, layout.width)
         monomials = [xt]  # degrees 1 .. correlation-1
-        for d in range(2, self.correlation):
-            prefix: Tensor = getattr(self, f"prefix_{d}")
-            last: Tensor = getattr(self, f"last_{d}")
-            monomials.append(monomials[-1].index_select(1, prefix) * xt.index_select(1, last))
+        for prefix, last in zip(self.prefixes, self.lasts, strict=True):
+            monomials.append(monomials[-1].index_select(1, prefix()) * xt.index_select(1, last()))
         weights = self.weight.index_select(0, layout.element)  # [B, P, C]
+        element_weights = torch.split(weights, self.num_weights, dim=1)
         horner: Tensor | None = None  # [B * C, M * D, W]
-        for nu, w in enumerate(torch.split(weights, self.num_weights, dim=1), start=1):
-            c: Tensor = getattr(self, f"coefficients_{nu}").to(x.dtype)  # [P, Q, M, D]
+        for k, coefficients in enumerate(self.coefficients):  # degree nu = k + 1
+            c = coefficients().to(x.dtype)  # [P, Q, M, D]
             # Each block's weights [P, C] folded into the coefficients: [B * C, M * D, Q].
-            folded = torch.einsum("pqmk,bpc->bcmkq", c, w).reshape(-1, self.num_m * dim, c.shape[1])
-            horner = folded if horner is None else torch.baddbmm(horner, folded, monomials[nu - 2])
+            folded = torch.einsum("pqmk,bpc->bcmkq", c, element_weights[k])
+            folded = folded.reshape(-1, self.num_m * dim, c.shape[1])
+            horner = folded if horner is None else torch.baddbmm(horner, folded, monomials[k - 1])
         assert horner is not None
         horner = horner.view(-1, self.num_m, dim, horner.shape[-1])  # 1 column if correlation 1
         out = (horner * xt.unsqueeze(1)).sum(2)  # [B * C, M, W]
@@ -229,21 +227,15 @@ class NodeBlocks:
     """
 
     def __init__(self, species: Tensor, num_elements: int, max_blocks_per_element: int = 4):
-        counts = torch.bincount(species, minlength=num_elements).tolist()
-        present = [c for c in counts if c]
-        narrowest = _ceil_div(max(present, default=0), max_blocks_per_element)
-        widths = {_ceil_div(c, k) for c in present for k in range(1, max_blocks_per_element + 1)}
-        self.width: int = min(
-            [w for w in widths if w >= narrowest] or [1],
-            key=lambda w: (sum(_ceil_div(c, w) for c in present) * w, -w),
-        )
+        counts: list[int] = torch.bincount(species, minlength=num_elements).tolist()
+        self.width: int = _best_width(counts, max_blocks_per_element)
         blocks = [_ceil_div(c, self.width) for c in counts]
         device = species.device
         self.element: Tensor = torch.repeat_interleave(
             torch.arange(num_elements, device=device), torch.tensor(blocks, device=device)
         )
-        first_block = torch.tensor([sum(blocks[:e]) for e in range(num_elements)], device=device)
-        first_node = torch.tensor([sum(counts[:e]) for e in range(num_elements)], device=device)
+        first_block = torch.tensor(_exclusive_cumsum(blocks), device=device)
+        first_node = torch.tensor(_exclusive_cumsum(counts), device=device)
         order = torch.argsort(species, stable=True)
         nodes = torch.arange(species.shape[0], device=device)
         rank = torch.empty_like(order)  # position of each node among its element's nodes
@@ -251,9 +243,42 @@ class NodeBlocks:
         block = first_block[species] + rank // self.width
         self.slot: Tensor = block * self.width + rank % self.width
         self.source: Tensor = torch.full(
-            (len(self.element) * self.width,), species.shape[0], device=device
+            (self.element.shape[0] * self.width,), species.shape[0], dtype=torch.long, device=device
         )
         self.source[self.slot] = nodes
+
+
+def _best_width(counts: list[int], max_blocks_per_element: int) -> int:
+    """The block width with the fewest slots for elements of ``counts`` nodes each (the
+    widest of equals), each element in at most ``max_blocks_per_element`` blocks."""
+    present: list[int] = []
+    for count in counts:
+        if count > 0:
+            present.append(count)
+    narrowest = _ceil_div(max(present) if len(present) > 0 else 0, max_blocks_per_element)
+    best, best_slots = 1, -1
+    for count in present:
+        for k in range(1, max_blocks_per_element + 1):
+            width = _ceil_div(count, k)
+            if width < narrowest:
+                continue
+            slots = 0
+            for c in present:
+                slots += _ceil_div(c, width)
+            slots *= width
+            if best_slots < 0 or slots < best_slots or (slots == best_slots and width > best):
+                best, best_slots = width, slots
+    return best
+
+
+def _exclusive_cumsum(values: list[int]) -> list[int]:
+    """``[0, v0, v0 + v1, ...]`` without the total."""
+    sums: list[int] = []
+    total = 0
+    for v in values:
+        sums.append(total)
+        total += v
+    return sums
 
 
 def _ceil_div(a: int, b: int) -> int:

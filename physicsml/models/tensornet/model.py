@@ -7,8 +7,6 @@ and the paper's norm ``sum_ab X_ab^2`` is a sum of squared coefficients. Matrix 
 done on the full ``[N, 3, 3, F]`` tensors.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 import torch
@@ -18,8 +16,6 @@ from physicsml.config.errors import ConfigError
 from physicsml.models.mlp import mlp
 from physicsml.models.radial import ExpNormalBasis, cosine_cutoff
 from physicsml.models.utils import edge_vectors, num_graphs, scatter_sum
-
-PARTS = (slice(0, 1), slice(1, 4), slice(4, 9))  # I, A, S coefficients
 
 
 def irrep_basis() -> Tensor:
@@ -41,7 +37,7 @@ def irrep_basis() -> Tensor:
 def squared_norms(c: Tensor) -> Tensor:
     """``[N, 3, F]`` squared Frobenius norms of the I, A and S parts of ``c [N, 9, F]``."""
     c2 = c * c
-    return torch.stack([c2[:, p].sum(1) for p in PARTS], dim=1)
+    return torch.stack([c2[:, 0:1].sum(1), c2[:, 1:4].sum(1), c2[:, 4:9].sum(1)], dim=1)
 
 
 def matmul3(a: Tensor, b: Tensor) -> Tensor:
@@ -55,11 +51,12 @@ class IrrepLinear(torch.nn.Module):
     def __init__(self, num_features: int) -> None:
         super().__init__()
         self.linears = torch.nn.ModuleList(
-            torch.nn.Linear(num_features, num_features, bias=False) for _ in PARTS
+            torch.nn.Linear(num_features, num_features, bias=False) for _ in range(3)
         )
 
     def forward(self, c: Tensor) -> Tensor:
-        return torch.cat([lin(c[:, p]) for lin, p in zip(self.linears, PARTS, strict=True)], 1)
+        parts = [self.linears[0](c[:, 0:1]), self.linears[1](c[:, 1:4]), self.linears[2](c[:, 4:9])]
+        return torch.cat(parts, 1)
 
 
 def scale_parts(f: Tensor, c: Tensor) -> Tensor:
@@ -78,6 +75,7 @@ class Embedding(torch.nn.Module):
     ) -> None:
         super().__init__()
         f = num_features
+        self.num_features = f
         self.element_embedding = torch.nn.Linear(num_elements, f, bias=False)
         self.pair_embedding = torch.nn.Linear(2 * f, f)
         self.radial = torch.nn.Linear(num_radial, 3 * f)  # the paper's three linears, fused
@@ -87,8 +85,8 @@ class Embedding(torch.nn.Module):
         self.register_buffer("basis", irrep_basis(), persistent=False)
 
     def forward(self, batch: dict[str, Tensor], unit: Tensor, rbf: Tensor, phi: Tensor) -> Tensor:
-        i, j = batch["edge_index"]
-        n, f = batch["coordinates"].shape[0], self.layer_norm.normalized_shape[0]
+        i, j = batch["edge_index"][0], batch["edge_index"][1]
+        n, f = batch["coordinates"].shape[0], self.num_features
         h = self.element_embedding(batch["node_attrs"])
         weight = self.pair_embedding.weight
         h_i = torch.nn.functional.linear(h, weight[:, :f], self.pair_embedding.bias)
@@ -109,7 +107,7 @@ class Embedding(torch.nn.Module):
 def _skew_flat(v: Tensor) -> Tensor:
     """Flattened skew matrices ``[E, 9]`` with ``skew(v) u = v x u``."""
     zero = torch.zeros_like(v[:, 0])
-    x, y, z = v.unbind(-1)
+    x, y, z = v[:, 0], v[:, 1], v[:, 2]
     return torch.stack((zero, -z, y, z, zero, -x, -y, x, zero), dim=-1)
 
 
@@ -130,7 +128,7 @@ class Interaction(torch.nn.Module):
         return torch.matmul(self.basis.T, c).unflatten(1, (3, 3))
 
     def forward(self, x: Tensor, edge_index: Tensor, rbf: Tensor, phi: Tensor) -> Tensor:
-        i, j = edge_index
+        i, j = edge_index[0], edge_index[1]
         x = x / (squared_norms(x).sum(1, keepdim=True) + 1.0)
         y = self.before(x)
         f = phi[:, None] * torch.nn.functional.silu(self.mlp(rbf * phi[:, None]))
