@@ -20,6 +20,7 @@ from ase.data import chemical_symbols
 from tqdm.auto import tqdm
 
 from physicsml.data.store import AtomsStore
+from physicsml.ensemble import spread
 from physicsml.inference import check_atoms, check_stress, predict_atoms
 from physicsml.lightning.callbacks import GPA_PER_EV_PER_A3
 from physicsml.lightning.module import PotentialModule, target_names
@@ -63,6 +64,27 @@ class Predictions:
     stress: np.ndarray | None = None
     """[S, 3, 3] eV/Å³ (NaN for a structure without a stress: no periodic direction), when the
     model predicts stress"""
+    energy_std: np.ndarray | None = None
+    """[S] eV: an ensemble's spread (standard deviation over its members)"""
+    forces_std: list[np.ndarray] | None = None
+    """[n, 3] eV/Å per structure: an ensemble's spread"""
+
+
+def ensemble_mean(members: Sequence[Predictions]) -> Predictions:
+    """The mean of the members' predictions, with their spread (``energy_std``,
+    ``forces_std``); one member is returned as it is."""
+    if len(members) == 1:
+        return members[0]
+    energy = spread([m.energy for m in members])
+    forces = [spread([m.forces[k] for m in members]) for k in range(len(members[0].forces))]
+    stresses = [m.stress for m in members if m.stress is not None]
+    return Predictions(
+        energy=energy.mean,
+        forces=[f.mean for f in forces],
+        stress=spread(stresses).mean if len(stresses) == len(members) else None,
+        energy_std=energy.std,
+        forces_std=[f.std for f in forces],
+    )
 
 
 def reference_names(module: PotentialModule) -> tuple[str | None, str | None]:
@@ -172,8 +194,9 @@ def predict(
 def annotated(data: Labelled, preds: Predictions) -> list[Atoms]:
     """Copies of the structures holding the reference labels as their calculator's results
     (extxyz ``energy`` / ``forces`` / ``stress``) and the predictions as ``pred_energy`` /
-    ``pred_stress`` (info, the stress [3, 3]) and ``pred_forces`` (arrays). A reference that a
-    structure lacks (NaN) is not written."""
+    ``pred_stress`` (info, the stress [3, 3]) and ``pred_forces`` (arrays), and an ensemble's
+    spread as ``pred_energy_std`` and ``pred_forces_std``. A reference that a structure lacks
+    (NaN) is not written."""
     out = []
     for k, structure in enumerate(data.atoms):
         atoms = structure.copy()
@@ -192,6 +215,9 @@ def annotated(data: Labelled, preds: Predictions) -> list[Atoms]:
         if preds.stress is not None and not np.isnan(preds.stress[k]).any():
             atoms.info["pred_stress"] = preds.stress[k]
         atoms.arrays["pred_forces"] = np.asarray(preds.forces[k], dtype=np.float64)
+        if preds.energy_std is not None and preds.forces_std is not None:  # an ensemble's
+            atoms.info["pred_energy_std"] = float(preds.energy_std[k])
+            atoms.arrays["pred_forces_std"] = np.asarray(preds.forces_std[k], dtype=np.float64)
         out.append(atoms)
     return out
 
@@ -283,6 +309,84 @@ def error_table(data: Labelled, preds: Predictions) -> dict[str, Any]:
             name: error_row(data, preds, members) for name, members in configs.items()
         },
     }
+
+
+RELIABILITY_BINS = 5
+"""Structures are binned by predicted spread into this many equally full bins."""
+
+
+def calibration(data: Labelled, preds: Predictions) -> dict[str, Any]:
+    """How well an ensemble's spread ranks and sizes its errors, per structure: the Spearman
+    rank correlation between the predicted spread and the absolute error of the energy and of
+    the forces (the mean over atoms and components of each), and a reliability table: the
+    structures in ``RELIABILITY_BINS`` bins of force spread, each bin's mean spread (std) next
+    to its RMSE (equal for a calibrated Gaussian spread). Empty without a spread."""
+    from scipy.stats import spearmanr
+
+    out: dict[str, Any] = {}
+    if preds.energy_std is not None and data.energy is not None:
+        error = np.abs(preds.energy - data.energy)
+        known = ~np.isnan(error)
+        if known.sum() > 2:
+            rho = spearmanr(preds.energy_std[known], error[known]).statistic
+            out["energy_spearman"] = float(rho)
+    if preds.forces_std is not None and data.forces is not None:
+        std = np.array([s.mean() for s in preds.forces_std])
+        sq = [(p - r) ** 2 for p, r in zip(preds.forces, data.forces, strict=True)]
+        error = np.array([np.sqrt(e).mean() for e in sq])
+        known = ~np.isnan(error)
+        if known.sum() > 2:
+            out["forces_spearman"] = float(spearmanr(std[known], error[known]).statistic)
+            order = np.argsort(std[known])
+            rmse = np.array([np.sqrt(e.mean()) for e in sq])[known]
+            out["forces_reliability"] = [
+                {
+                    "structures": len(members),
+                    "mean_std_eV_per_A": float(std[known][members].mean()),
+                    "rmse_eV_per_A": float(np.sqrt((rmse[members] ** 2).mean())),
+                }
+                for members in np.array_split(order, min(RELIABILITY_BINS, len(order)))
+            ]
+    return out
+
+
+def format_calibration(table: dict[str, Any]) -> str:
+    """``calibration`` as text lines."""
+    lines = []
+    for key, name in (("energy_spearman", "energy"), ("forces_spearman", "forces")):
+        if key in table:
+            lines.append(f"Spearman(spread, |error|) per structure, {name}: {table[key]:.3f}")
+    for k, row in enumerate(table.get("forces_reliability", [])):
+        lines.append(
+            f"force spread bin {k + 1}: {row['structures']} structures, mean std "
+            f"{row['mean_std_eV_per_A']:.4g} eV/Å, RMSE {row['rmse_eV_per_A']:.4g} eV/Å"
+        )
+    return "\n".join(lines)
+
+
+def plot_reliability(table: dict[str, Any], path: Any) -> None:
+    """The reliability table as a plot: RMSE against mean predicted std per bin, with the
+    diagonal a calibrated spread would follow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table["forces_reliability"]
+    std = [r["mean_std_eV_per_A"] for r in rows]
+    rmse = [r["rmse_eV_per_A"] for r in rows]
+    fig, ax = plt.subplots(figsize=(4, 4))
+    top = max(max(std), max(rmse)) * 1.1
+    ax.plot([0, top], [0, top], color="grey", lw=1, label="calibrated")
+    ax.plot(std, rmse, "o-", label="ensemble")
+    ax.set_xlabel("mean predicted force std (eV/Å)")
+    ax.set_ylabel("force RMSE (eV/Å)")
+    rho = table.get("forces_spearman")
+    ax.set_title(f"reliability (Spearman {rho:.2f})" if rho is not None else "reliability")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 COLUMNS = {

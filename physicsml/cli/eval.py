@@ -1,4 +1,5 @@
-"""``physicsml-eval MODEL DATA``: a trained potential's errors on labelled data."""
+"""``physicsml-eval MODEL [MODEL ...] DATA``: a trained potential's (or an ensemble's) errors on
+labelled data."""
 
 from __future__ import annotations
 
@@ -12,16 +13,21 @@ from ase.io import write
 from physicsml.data.ingest import IngestError
 from physicsml.data.sources import default_cache_dir, open_source
 from physicsml.data.store_format import StoreError
+from physicsml.ensemble import check_compatible, ensemble_members
 from physicsml.evaluate import (
     EvaluationError,
     annotated,
+    calibration,
+    ensemble_mean,
     error_table,
+    format_calibration,
     format_table,
+    plot_reliability,
     predict,
     read_labelled,
 )
 from physicsml.inference import load_module
-from physicsml.saved_model import SavedModelError, find_model_file
+from physicsml.saved_model import SavedModelError
 
 USER_ERRORS = (EvaluationError, SavedModelError, StoreError, IngestError)
 """Errors a user fixes from their one-line message (exit status 2)."""
@@ -36,9 +42,13 @@ def parser() -> argparse.ArgumentParser:
         "structure size and per config_type.",
     )
     p.add_argument(
-        "model", help="a run directory (its model.pt: the best epoch's), a checkpoint or model.pt"
+        "model",
+        nargs="+",
+        help="a run directory (its model.pt: the best epoch's), a checkpoint or model.pt; "
+        "several, or a sweep's directory: an ensemble (mean, spread and its calibration)",
     )
     p.add_argument("data", help="a store, or any file physicsml-ingest reads")
+    p.add_argument("--plot", type=Path, help="an ensemble's reliability plot (png)")
     p.add_argument("--out", type=Path, help="write the structures and predictions (extxyz)")
     p.add_argument("--json", type=Path, help="write the error table (JSON)")
     p.add_argument("--batch-size", type=int, default=64, help="structures per batch (64)")
@@ -61,10 +71,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Evaluate ``args.model`` on ``args.data``; write and print what ``args`` ask for."""
-    model_file = find_model_file(args.model)
-    module = load_module(model_file)
+    model_files = ensemble_members(args.model[0] if len(args.model) == 1 else args.model)
+    members = [load_module(file) for file in model_files]
+    check_compatible(members, model_files)
+    module, model_file = members[0], model_files[0]
     data = read_labelled(open_source(args.data, default_cache_dir()), module)
-    preds = predict(module, data.atoms, args.batch_size, progress=not args.quiet)
+    preds = ensemble_mean(
+        [predict(m, data.atoms, args.batch_size, progress=not args.quiet) for m in members]
+    )
     if args.out is not None:
         write(args.out, annotated(data, preds), format="extxyz")
         print(f"predictions of {len(data.atoms)} structures written to {args.out}")
@@ -77,10 +91,23 @@ def run(args: argparse.Namespace) -> None:
         print(f"{args.data} has no reference energies or forces: predictions only")
         return
     table = error_table(data, preds)
-    print(f"{describe(model_file)} on {args.data}:")
+    if len(members) > 1:
+        print(f"an ensemble of {len(members)} on {args.data} (the members' mean):")
+        table["calibration"] = calibration(data, preds)
+    else:
+        print(f"{describe(model_file)} on {args.data}:")
     print(format_table(table))
+    if table.get("calibration"):
+        print(format_calibration(table["calibration"]))
+    if args.plot is not None:
+        if "forces_reliability" not in table.get("calibration", {}):
+            raise EvaluationError("--plot needs an ensemble (several models) and reference forces")
+        plot_reliability(table["calibration"], args.plot)
+        print(f"reliability plot written to {args.plot}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"model": str(model_file), **table}, indent=2) + "\n")
+        models = [str(f) for f in model_files]
+        record = {"model": models[0] if len(models) == 1 else models, **table}
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def describe(model_file: Path) -> str:
