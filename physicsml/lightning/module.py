@@ -97,12 +97,13 @@ class PotentialModule(L.LightningModule):
             )
         self.graph_scalar_names = target_names(self.targets, "y_graph_scalars")
         self.node_scalar_names = target_names(self.targets, "y_node_scalars")
+        self.energy_variance, self.forces_variance = self._variance_heads()
         stats = spec.statistics
         heads = {
-            "num_node_scalars": len(self.node_scalar_names),
+            "num_node_scalars": len(self.node_scalar_names) + self.forces_variance,
             "node_vector": bool(self.targets.get("y_node_vector")) and not self.compute_forces,
             "graph_vector": bool(self.targets.get("y_graph_vector")),
-            "num_graph_scalars": max(len(self.graph_scalar_names) - 1, 0),
+            "num_graph_scalars": max(len(self.graph_scalar_names) - 1, 0) + self.energy_variance,
             "num_graph_attrs": len(self.targets.get("graph_attrs_cols") or []),
         }
         hyperparameters = checked_hyperparameters(spec.architecture, spec.hyperparameters)
@@ -138,6 +139,28 @@ class PotentialModule(L.LightningModule):
         )
         self._stage = -1  # the stage in force (-1: none yet)
         self._checkpoint_stage = -1  # the stage in force when the resumed checkpoint was saved
+
+    def _variance_heads(self) -> tuple[bool, bool]:
+        """Whether the energy and the forces get a variance head: their loss is Gaussian NLL
+        (``torch.nn.GaussianNLLLoss``), which needs a predicted variance."""
+
+        def nll(kind: str) -> bool:
+            config = self.module_config.get(f"{kind}_loss") or {}
+            return bool(self.targets.get(kind)) and config.get("name") == "GaussianNLLLoss"
+
+        energy, forces = nll("y_graph_scalars"), nll("y_node_vector")
+        if energy and len(self.graph_scalar_names) != 1:
+            raise ConfigError(
+                "module.y_graph_scalars_loss.name=GaussianNLLLoss: the variance head is the "
+                f"energy's, so datamodule.y_graph_scalars must be the energy alone, not "
+                f"{self.graph_scalar_names}"
+            )
+        if forces and not self.compute_forces:
+            raise ConfigError(
+                "module.y_node_vector_loss.name=GaussianNLLLoss: the variance head is the "
+                "forces', so it needs module.compute_forces=true"
+            )
+        return energy, forces
 
     @staticmethod
     def _make_loss(config: dict[str, Any] | None, kind: str) -> tuple[torch.nn.Module, float]:
@@ -178,6 +201,10 @@ class PotentialModule(L.LightningModule):
             if len(self.graph_scalar_names) > 1:
                 columns.append(out["graph_scalars"])
             preds["y_graph_scalars"] = torch.cat(columns, dim=-1)
+        if self.energy_variance:  # of the total energy, eV²
+            preds["energy_var"] = _positive(out["graph_scalars"][:, -1])
+        if self.forces_variance:  # of each force component of an atom, (eV/Å)²
+            preds["forces_var"] = _positive(out["y_node_scalars"][:, -1])
         if want_stress:
             grad, strain_grad = torch.autograd.grad(
                 energy.sum(), [positions, strain], create_graph=self.training
@@ -190,9 +217,10 @@ class PotentialModule(L.LightningModule):
             (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=self.training)
         if want_forces:
             preds["forces"] = -grad
-        for kind in ("y_node_scalars", "y_graph_vector"):
-            if self.targets.get(kind):
-                preds[kind] = out[kind]
+        if self.node_scalar_names:
+            preds["y_node_scalars"] = out["y_node_scalars"][:, : len(self.node_scalar_names)]
+        if self.targets.get("y_graph_vector"):
+            preds["y_graph_vector"] = out["y_graph_vector"]
         if self.targets.get("y_node_vector"):
             preds["y_node_vector"] = (
                 preds["forces"] if self.compute_forces else out["y_node_vector"]
@@ -220,17 +248,32 @@ class PotentialModule(L.LightningModule):
         loss = batch["coordinates"].new_zeros(())
         for kind, (loss_fn, weight) in self.losses.items():
             pred, ref = preds[kind], batch[kind]
+            variance = self._variance(kind, preds)
             if kind == "y_graph_scalars" and self.energy_loss_per_atom:
                 # Energies are extensive: compare per atom so that large structures don't dominate.
                 pred, ref = pred / n_atoms[:, None], ref / n_atoms[:, None]
+                if variance is not None:
+                    variance = variance / n_atoms[:, None] ** 2
             labelled = _labelled(ref)
             if labelled is not None:  # missing labels (NaN) leave the loss
                 if not bool(labelled.any()):
                     continue
                 pred, ref = pred[labelled], ref[labelled]
-            loss = loss + weight * loss_fn(pred, ref)
+                variance = None if variance is None else variance[labelled]
+            if variance is None:
+                loss = loss + weight * loss_fn(pred, ref)
+            else:
+                loss = loss + weight * loss_fn(pred, ref, variance)
         self._accumulate(split, preds, batch, loss)
         return loss
+
+    def _variance(self, kind: str, preds: dict[str, Tensor]) -> Tensor | None:
+        """The predicted variance shaped as target ``kind`` for a Gaussian NLL loss, else None."""
+        if kind == "y_graph_scalars" and self.energy_variance:
+            return preds["energy_var"][:, None]
+        if kind == "y_node_vector" and self.forces_variance:
+            return preds["forces_var"][:, None].expand_as(preds["forces"])
+        return None
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
@@ -480,6 +523,11 @@ class PotentialModule(L.LightningModule):
             plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
             if plateau and scheduler.last_epoch < self.trainer.current_epoch:
                 scheduler.step(metric)
+
+
+def _positive(raw: Tensor) -> Tensor:
+    """A variance from a head's raw output: softplus, kept above 1e-6 (the NLL's log)."""
+    return torch.nn.functional.softplus(raw) + 1e-6
 
 
 def _labelled(ref: Tensor) -> Tensor | None:
