@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +31,13 @@ from physicsml.config.schema import DataModuleConfig
 from physicsml.data.datamodule import AtomsDataModule
 from physicsml.lightning.freezing import compact, freeze
 from physicsml.lightning.module import PotentialModule
+from physicsml.lightning.peft import (
+    check_checkpoint_peft,
+    peft_settings,
+    plain_weights,
+    with_peft,
+    wrap_as_spec,
+)
 from physicsml.run_dir import (
     PREEMPTED_CKPT,
     claim_run_dir,
@@ -257,7 +265,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     another run raises ``RunDirConflict`` before anything is written."""
     start = time.perf_counter()
     check_run_config(cfg, run_dir)
+    peft = peft_settings(cfg)
     source = read_source(cfg)
+    if source is not None:  # a checkpoint of a PEFT run holds wrappers: merge them
+        spec, weights = plain_weights(source.spec, source.state_dict)
+        source = replace(source, spec=spec, state_dict=weights)
     trainer_args = trainer_kwargs(cfg.trainer)
     export_submitit_local_ranks()
     # before anything is written: refuse another run's directory, do nothing for a finished run
@@ -286,10 +298,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if source is not None:
         keep = cfg.module.init_reference_energies == "keep"
         datamodule.statistics = transferred_statistics(source, datamodule.statistics, keep)
-    module = PotentialModule(model_spec(cfg.module, datamodule))
+    module = PotentialModule(with_peft(model_spec(cfg.module, datamodule), peft))
     ckpt_path = resume_path(run_dir, cfg.ckpt_path)
     if ckpt_path is not None:
         check_checkpoint_elements(ckpt_path, datamodule.elements)
+        check_checkpoint_peft(ckpt_path, peft)
     if source is not None:
         load_source_weights(module, source)
         log.info("starting from the weights of %s", source.path)
@@ -298,6 +311,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
         total = sum(p.numel() for p in module.parameters())
         log.info("frozen: %s; %d of %d parameters trainable", compact(frozen), trainable, total)
+    if peft is not None:
+        wrapped = wrap_as_spec(module, module.spec)
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        fixed = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+        log.info(
+            "peft %s: wrapped %d linear layers (%s); %d wrapper parameters train, the model's "
+            "%d stay fixed",
+            peft["method"],
+            len(wrapped),
+            compact(wrapped),
+            trainable,
+            fixed,
+        )
     plain_cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
     loggers = build_loggers(cfg.get("logger"), run_dir, plain_cfg)
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.trainer.callbacks)
@@ -390,5 +416,6 @@ def model_spec(module_cfg: DictConfig, datamodule: AtomsDataModule) -> ModelSpec
 
 
 def save_model(module: PotentialModule, path: Path) -> None:
-    """Write ``model.pt``: the module's spec and weights (see ``physicsml.saved_model``)."""
-    write_model_file(module.spec, module.state_dict(), path)
+    """Write ``model.pt``: the module's spec and weights (see ``physicsml.saved_model``); the
+    wrappers of a PEFT run merged into plain layers of the base architecture."""
+    write_model_file(*plain_weights(module.spec, module.state_dict()), path)

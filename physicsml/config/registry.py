@@ -23,7 +23,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from physicsml.config.errors import ConfigError
-from physicsml.config.schema import DataModuleConfig, ModuleConfig, TrainConfig, TrainerConfig
+from physicsml.config.schema import (
+    DataModuleConfig,
+    ModuleConfig,
+    PeftConfig,
+    TrainConfig,
+    TrainerConfig,
+)
 from physicsml.models.allegro import Allegro
 from physicsml.models.ani import ANI
 from physicsml.models.egnn import EGNN
@@ -140,6 +146,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(group="datamodule", name="datamodule_schema", node=DataModuleConfig)
     cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="peft", name="peft_schema", node=PeftConfig)
     for name in ARCHITECTURES:
         cs.store(group="module", name=f"{name}_schema", node=module_schema(name))
 

@@ -207,6 +207,19 @@ class ModuleConfig:
 
 
 @dataclass
+class PeftConfig:
+    """Parameter-efficient fine-tuning (physicsml/lightning/peft.py): the base weights stay
+    fixed and wrappers of the linear layers train; ``model.pt`` holds them merged."""
+
+    method: str = "none"  # none, lora, ssf or adapters
+    rank: int = 4  # LoRA: rank of each weight block's update
+    alpha: float = 4.0  # LoRA: the update is scaled by alpha / rank
+    adapter_dim: int = 8  # adapters: bottleneck width
+    # globs over the linear layers' names (e.g. model.interactions.*): those wrapped
+    layers: list[str] = field(default_factory=lambda: ["*"])
+
+
+@dataclass
 class TrainConfig:
     """The primary config of ``physicsml-train``."""
 
@@ -215,6 +228,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     callbacks: dict[str, Any] | None = field(default_factory=dict)
     logger: dict[str, Any] | None = field(default_factory=dict)
+    peft: PeftConfig = field(default_factory=PeftConfig)
     experiment: Any = None
     task_name: str = "train"
     seed: int | None = 42
