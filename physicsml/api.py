@@ -118,13 +118,16 @@ class Model:
             raise RuntimeError("the model is not trained: call train() or Model.load(path) first")
         return self.module
 
-    def predict(self, data: Data, batch_size: int = 64) -> dict[str, list[np.ndarray]]:
-        """Predictions per structure (``{"energy": [...], "forces": [...]}``, eV and eV/Å)."""
+    def predict(
+        self, data: Data, batch_size: int = 64, stress: bool | None = None
+    ) -> dict[str, list[np.ndarray]]:
+        """Predictions per structure (``{"energy": [...], "forces": [...]}``, eV and eV/Å, and
+        ``"stress"`` (3x3, eV/Å³) when ``stress``; default: the model's ``compute_stress``)."""
         module = self._trained()
         if isinstance(data, (str, Path)):
             cache = OmegaConf.select(self.cfg, "datamodule.cache_dir") or default_cache_dir()
             data = store_atoms(open_source(data, cache))
-        return predict_atoms(module, data, batch_size=batch_size)
+        return predict_atoms(module, data, batch_size=batch_size, stress=stress)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``model.pt`` (hyperparameters + weights) and ``config.yaml`` into ``directory``."""

@@ -12,12 +12,14 @@ from ase.data import chemical_symbols
 
 from physicsml.data.graph import atoms_to_structure, collate, species_lookup
 from physicsml.lightning.module import PotentialModule, target_names
+from physicsml.lightning.peft import plain_weights
 from physicsml.saved_model import read_model_file
 
 
 def load_module(path: str | Path, map_location: str = "cpu") -> PotentialModule:
     """Rebuild a ``PotentialModule`` from a run dir, checkpoint or saved model (weights_only)."""
-    spec, state_dict = read_model_file(path, map_location)
+    # a checkpoint of a PEFT run: the plain model, its wrappers merged (physicsml.lightning.peft)
+    spec, state_dict = plain_weights(*read_model_file(path, map_location))
     module = PotentialModule(spec)
     module.load_state_dict(state_dict)
     module.eval()
@@ -72,19 +74,44 @@ def check_atoms(atoms: Any, module: PotentialModule) -> None:
         )
 
 
+def check_stress(atoms: Any, module: PotentialModule) -> None:
+    """Raise ``ValueError`` saying why if the stress of ``atoms`` is not defined: it needs a
+    periodic direction and a cell of non-zero volume (the model's ``pbc``/``cell`` apply)."""
+    graph = module.spec.graph
+    cell = np.asarray(atoms.cell.array if graph.cell is None else graph.cell, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc if graph.pbc is None else graph.pbc, dtype=bool).reshape(3)
+    if not pbc.any():
+        raise ValueError(
+            "the stress is not defined for a structure with no periodic direction "
+            f"(pbc {pbc.tolist()}): it is the energy's derivative by a strain of the cell"
+        )
+    if abs(np.linalg.det(cell)) <= 1e-9:
+        raise ValueError(
+            f"the stress needs a cell of non-zero volume; the cell {cell.tolist()} has none "
+            "(give non-periodic directions a vacuum cell vector)"
+        )
+
+
 def predict_atoms(
-    module: PotentialModule, atoms_list: Sequence[Any], batch_size: int = 64
+    module: PotentialModule,
+    atoms_list: Sequence[Any],
+    batch_size: int = 64,
+    stress: bool | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Predict every target of ``module`` for each ``ase.Atoms``, one array per structure.
 
     Keys are the data's names of the targets, plus ``energy`` (eV) and ``forces`` (eV/Å,
-    -dE/dx) for every model. A structure the model cannot evaluate is a ``ValueError``
-    (see ``check_atoms``), prefixed with its index when there are several.
+    -dE/dx) for every model, and ``stress`` (``[3, 3]``, eV/Å³, ASE's sign) when ``stress``
+    (default: the model's ``compute_stress``). A structure the model cannot evaluate, or,
+    with ``stress=True``, one without a stress (``check_stress``), is a ``ValueError``,
+    prefixed with its index when there are several.
     """
     atoms_list = list(atoms_list)
     for index, atoms in enumerate(atoms_list):
         try:
             check_atoms(atoms, module)
+            if stress:
+                check_stress(atoms, module)
         except ValueError as exc:
             if len(atoms_list) == 1:
                 raise
@@ -102,7 +129,7 @@ def predict_atoms(
         batch = collate(structures, lookup, module.spec.num_elements, dtype)
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.enable_grad():
-            preds = module(batch, forces=True)
+            preds = module(batch, forces=True, stress=stress)
         ptr = batch["ptr"].tolist()
         for name, values in split_predictions(module, preds, ptr).items():
             out.setdefault(name, []).extend(values)
@@ -113,12 +140,14 @@ def split_predictions(
     module: PotentialModule, preds: dict[str, torch.Tensor], ptr: list[int]
 ) -> dict[str, list[np.ndarray]]:
     """Batch predictions -> ``{property name: one array per structure}``: the data's names of
-    the targets, and ``energy`` / ``forces``."""
+    the targets, and ``energy`` / ``forces`` / ``stress``."""
     out: dict[str, list[np.ndarray]] = {}
     graphs = len(ptr) - 1
     for kind, tensor in preds.items():
         values = tensor.detach().cpu().double().numpy()
-        names = [kind] if kind in ("energy", "forces") else target_names(module.targets, kind)
+        names = (
+            [kind] if kind in ("energy", "forces", "stress") else target_names(module.targets, kind)
+        )
         for k, name in enumerate(names):
             column = values[..., k] if kind.endswith("scalars") else values
             if kind == "forces" or kind.startswith("y_node"):

@@ -104,3 +104,23 @@ def test_members_must_take_the_same_inputs(sweep, tmp_path: Path) -> None:
     (tmp_path / "empty" / "job").mkdir(parents=True)
     with pytest.raises(SavedModelError, match="neither a run directory nor a sweep"):
         ensemble_members(tmp_path / "empty")
+
+
+def test_the_calculator_of_an_ensemble_gives_mean_and_spread(sweep) -> None:
+    from physicsml.calculators import PhysicsMLCalculator
+
+    sweep_dir, _ = sweep
+    atoms = read(ETHANOL, "410")
+    single = []
+    for member in ensemble_members(sweep_dir):
+        atoms.calc = PhysicsMLCalculator(member)
+        single.append((atoms.get_potential_energy(), atoms.get_forces()))
+    atoms.calc = PhysicsMLCalculator(sweep_dir)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    energies = np.array([e for e, _ in single])
+    members_forces = np.stack([f for _, f in single])
+    assert energy == pytest.approx(energies.mean(), abs=1e-9)
+    assert atoms.calc.results["energy_std"] == pytest.approx(energies.std(), abs=1e-9)
+    np.testing.assert_allclose(forces, members_forces.mean(0), atol=1e-9)
+    np.testing.assert_allclose(atoms.calc.results["forces_std"], members_forces.std(0), atol=1e-9)
+    assert atoms.calc.results["energy_std"] > 0
