@@ -108,7 +108,10 @@ def load_source_weights(module: PotentialModule, source: Source) -> None:
     """Copy the source's weights into ``module``; per-element rows go to their element's new
     index (rows of elements new to the source keep their fresh initialisation)."""
     target = {k: v for k, v in module.state_dict().items() if k not in ENERGY_BUFFERS}
-    given = {k: v for k, v in source.state_dict.items() if k not in ENERGY_BUFFERS}
+    # through the source's own module: what an older file lacks gets the loader's defaults
+    original = PotentialModule(source.spec)
+    original.load_state_dict(source.state_dict)
+    given = {k: v for k, v in original.state_dict().items() if k not in ENERGY_BUFFERS}
     if target.keys() != given.keys():
         lacking = sorted(target.keys() - given.keys())
         extra = sorted(given.keys() - target.keys())

@@ -175,3 +175,31 @@ def test_loaded_model_fine_tunes(source, tmp_path: Path) -> None:
     metrics = model.train(train_data=frames[:40], validation_data=frames[40:])
     assert metrics["epoch"] == 1 and np.isfinite(metrics["val_forces_mae"])
     assert len(model.predict(frames[:2])["energy"]) == 2
+
+
+def test_init_from_a_mace_file_saved_before_the_contraction_weight_scale(
+    source, tmp_path: Path
+) -> None:
+    """A MACE model.pt without ``weight_scale`` buffers (saved before they existed) loads with
+    unit scales, as it computed, also as the source of ``init_from``."""
+    _, store = source
+
+    def run(run_dir: Path, *overrides: str) -> None:
+        base = [f"datamodule.dataset={store}", f"datamodule.cache_dir={tmp_path / 'cache'}"]
+        mace = ["module=mace", "module.model.hidden_irreps=8x0e+8x1o", "module.model.max_ell=2"]
+        cfg = compose_config([*base, *TINY[2:], *mace, *overrides], run_dir=run_dir)
+        train(cfg, run_dir)
+
+    run(tmp_path / "mace", "trainer.max_epochs=1")
+    blob = torch.load(tmp_path / "mace" / "model.pt", weights_only=True)
+    scales = [k for k in blob["state_dict"] if k.endswith("weight_scale")]
+    assert scales
+    for key in scales:
+        del blob["state_dict"][key]
+    old = tmp_path / "old.pt"
+    torch.save(blob, old)
+    run(tmp_path / "zero", f"module.init_from={old}", "trainer.max_epochs=0")
+    frames = read(ETHANOL, "400:405")
+    before = predict_atoms(load_module(old), frames)
+    after = predict_atoms(load_module(tmp_path / "zero"), frames)
+    np.testing.assert_allclose(np.stack(after["forces"]), np.stack(before["forces"]), atol=1e-6)

@@ -166,7 +166,8 @@ def test_symmetric_contraction_matches_direct_sum(correlation: int) -> None:
                     t = basis
                     for _ in range(nu):
                         t = t @ x[n, :, c]
-                    w = sc.weight[species[n], p0 : p0 + basis.shape[0], c]
+                    w = (sc.weight * sc.weight_scale[:, None])[species[n], :, c]
+                    w = w[p0 : p0 + basis.shape[0]]
                     expected[n, m0 : m0 + 2 * ell + 1, c] += w @ t
             p0, m0 = p0 + basis.shape[0], m0 + 2 * ell + 1
     torch.testing.assert_close(out, expected)
@@ -180,6 +181,31 @@ def test_symmetric_contraction_matches_direct_sum(correlation: int) -> None:
     # that, not at float64's 1e-15.
     expected = torch.einsum("ij,njc->nic", d_out, out)
     torch.testing.assert_close(rotated, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_contraction_weights_are_stored_scaled_by_their_degree_count() -> None:
+    # Degree nu's weights are stored divided by num_weights(nu) (mace-torch's randn / P): the
+    # effective weights start unit-variance, the stored ones num_weights(nu) times smaller.
+    torch.manual_seed(0)
+    sc = SymmetricContraction(3, [(0, 1), (1, -1)], 3, 32, 3)
+    assert sc.num_weights == [2, 7, 20]
+    stored = torch.split(sc.weight, sc.num_weights, dim=1)
+    for n, w in zip(sc.num_weights, stored, strict=True):
+        assert 0.8 < float((w.detach() * n).std()) < 1.2
+
+
+def test_contraction_checkpoint_without_weight_scale_keeps_its_function() -> None:
+    # A state dict saved before weight_scale existed holds the effective weights themselves.
+    torch.manual_seed(0)
+    old = SymmetricContraction(2, [(0, 1), (1, -1)], 3, 4, 2).double()
+    x = torch.randn(5, 9, 4, dtype=torch.float64)
+    species = torch.tensor([0, 1, 1, 0, 1])
+    expected = old(x, species)
+    saved = {"weight": (old.weight * old.weight_scale[:, None]).detach().clone()}
+    new = SymmetricContraction(2, [(0, 1), (1, -1)], 3, 4, 2).double()
+    new.load_state_dict(saved)
+    assert torch.equal(new.weight_scale, torch.ones_like(new.weight_scale))
+    torch.testing.assert_close(new(x, species), expected)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ contracts per node with the full coupling tensors, a factor ~P more work).
 import itertools
 import math
 from functools import cache, lru_cache
+from typing import Any
 
 import torch
 from e3nn import o3
@@ -172,6 +173,8 @@ class SymmetricContraction(torch.nn.Module):
     weights into the coefficients: one batched matmul over (node block, channel) per degree.
     """
 
+    weight_scale: Tensor
+
     def __init__(
         self, lmax: int, outs: list[Irrep], correlation: int, num_channels: int, num_elements: int
     ) -> None:
@@ -184,9 +187,20 @@ class SymmetricContraction(torch.nn.Module):
         self.lasts = torch.nn.ModuleList(Constant(last.clone()) for _, last in indices)
         self.num_weights = [c.shape[0] for c in coefficients]
         self.num_m = coefficients[0].shape[2]
+        # Weights of degree nu are stored divided by num_weights(nu) and multiplied back in the
+        # forward pass (mace-torch's randn / num_params): the same initial function, but Adam's
+        # steps, of a fixed size per weight, are num_weights(nu) times larger relative to the
+        # weights. With unit scales the early epochs are slower (experiments/accuracy).
+        scale = torch.cat([torch.full((n,), float(n)) for n in self.num_weights])
+        self.register_buffer("weight_scale", scale)
         self.weight = torch.nn.Parameter(
-            torch.randn(num_elements, sum(self.num_weights), num_channels)
+            torch.randn(num_elements, sum(self.num_weights), num_channels) / scale[:, None]
         )
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Checkpoints saved before weight_scale existed stored the weights unscaled.
+        state_dict.setdefault(prefix + "weight_scale", torch.ones_like(self.weight_scale))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, x: Tensor, species: Tensor) -> Tensor:
         """Contract ``x [N, D, C]`` with the weights of each node's species -> ``[N, M, C]``."""
@@ -199,7 +213,8 @@ class SymmetricContraction(torch.nn.Module):
         monomials = [xt]  # degrees 1 .. correlation-1
         for prefix, last in zip(self.prefixes, self.lasts, strict=True):
             monomials.append(monomials[-1].index_select(1, prefix()) * xt.index_select(1, last()))
-        weights = self.weight.index_select(0, layout.element)  # [B, P, C]
+        weights = self.weight * self.weight_scale[:, None]
+        weights = weights.index_select(0, layout.element)  # [B, P, C]
         element_weights = torch.split(weights, self.num_weights, dim=1)
         horner: Tensor | None = None  # [B * C, M * D, W]
         for k, coefficients in enumerate(self.coefficients):  # degree nu = k + 1
