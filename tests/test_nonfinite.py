@@ -38,12 +38,13 @@ ADVICE = r" \(lower module.optimizer.config.lr, or check the data\)"
 
 
 def poison_training_batch(monkeypatch: pytest.MonkeyPatch, epoch: int, batch: int) -> None:
-    """Give every energy of the training batch ``batch`` of epoch ``epoch`` (from 0) as NaN."""
+    """Give every energy of the training batch ``batch`` of epoch ``epoch`` (from 0) as inf."""
     original = PotentialModule.training_step
 
     def training_step(self: PotentialModule, data: dict, batch_idx: int) -> torch.Tensor:
         if (self.current_epoch, batch_idx) == (epoch, batch):
-            data["y_graph_scalars"] = torch.full_like(data["y_graph_scalars"], math.nan)
+            # an infinite label (a NaN one would be a missing label, left out of the loss)
+            data["y_graph_scalars"] = torch.full_like(data["y_graph_scalars"], math.inf)
         return original(self, data, batch_idx)
 
     monkeypatch.setattr(PotentialModule, "training_step", training_step)
@@ -64,7 +65,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_finite_checkpoint(
     poison_training_batch(monkeypatch, epoch=1, batch=4)
     last = run_dir / "checkpoints" / "last.ckpt"
     expected = (
-        rf"^the training loss is nan at epoch 2, batch 5: training stopped; "
+        rf"^the training loss is inf at epoch 2, batch 5: training stopped; "
         rf"the last finite checkpoint is {re.escape(str(last))}{ADVICE}$"
     )
     with pytest.raises(TrainingDivergedError, match=expected):
@@ -155,7 +156,7 @@ def test_a_non_finite_validation_metric_is_null_in_metrics_json(cfg_factory, mon
     original = PotentialModule.validation_step
 
     def validation_step(self: PotentialModule, batch: dict, batch_idx: int) -> None:
-        batch["y_graph_scalars"] = torch.full_like(batch["y_graph_scalars"], math.nan)
+        batch["y_graph_scalars"] = torch.full_like(batch["y_graph_scalars"], math.inf)
         original(self, batch, batch_idx)
 
     monkeypatch.setattr(PotentialModule, "validation_step", validation_step)

@@ -533,11 +533,12 @@ def _positive(raw: Tensor) -> Tensor:
 def _labelled(ref: Tensor) -> Tensor | None:
     """Which rows of a target (structures, atoms, or one column's values) carry a label, or
     None when all do: a row with any NaN is missing (mixed data sets, e.g. stress for some
-    structures only)."""
-    finite = torch.isfinite(ref)
-    if bool(finite.all()):
+    structures only). An infinite label is not missing but broken: it stays, and stops the
+    training with a non-finite loss."""
+    known = ~torch.isnan(ref)
+    if bool(known.all()):
         return None
-    return finite.reshape(ref.shape[0], -1).all(dim=1)
+    return known.reshape(ref.shape[0], -1).all(dim=1)
 
 
 def _optimizer(
