@@ -4,11 +4,9 @@ list that molecular dynamics reuses between steps."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms, units
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read
@@ -18,49 +16,15 @@ from physicsml.calculators import PhysicsMLCalculator
 from physicsml.calculators.neighbours import SkinNeighbourList
 from physicsml.data.neighbours import neighbour_list
 from physicsml.inference import load_module, predict_atoms
-from physicsml.lightning.module import PotentialModule
-from physicsml.saved_model import GraphSettings, ModelSpec, write_model_file
 from tests.structures import ETHANOL, cu_bulk, cu_triclinic
-
-ELEMENTS = [1, 6, 8, 29]
-HYPERPARAMETERS: dict[str, dict[str, Any]] = {
-    "egnn": {"c_hidden": 8, "num_layers": 2, "num_rbf": 4},
-    "mace": {
-        "hidden_irreps": "8x0e + 8x1o",
-        "max_ell": 2,
-        "num_bessel": 4,
-        "radial_mlp": [16],
-        "mlp_irreps": "4x0e",
-    },
-}
+from tests.untrained import EGNN_4_RBF, save_untrained, untrained_spec
 
 
 def model_file(directory: Path, architecture: str) -> Path:
     """An untrained model for H, C, O and Cu (cut-off 4 Å) saved as training would save it."""
-    spec = ModelSpec(
-        architecture=architecture,
-        hyperparameters=HYPERPARAMETERS[architecture],
-        training={
-            "compute_forces": True,
-            "y_graph_scalars_loss": {"name": "MSELoss", "weight": 1.0},
-            "y_node_vector_loss": {"name": "MSELoss", "weight": 1.0},
-        },
-        elements=ELEMENTS,
-        num_elements=len(ELEMENTS),
-        statistics={
-            "elements": ELEMENTS,
-            "reference_energies": [-10.0, -40.0, -70.0, -3.0],
-            "energy_scale": 0.5,
-            "avg_num_neighbours": 20.0,
-            "num_structures": 10,
-        },
-        targets={"y_graph_scalars": ["energy"], "y_node_vector": "forces"},
-        graph=GraphSettings(cut_off=4.0),
-    )
-    torch.manual_seed(0)
-    path = directory / f"{architecture}.pt"
-    write_model_file(spec, PotentialModule(spec).state_dict(), path)
-    return path
+    hyperparameters = EGNN_4_RBF if architecture == "egnn" else None
+    spec = untrained_spec(architecture, hyperparameters=hyperparameters)
+    return save_untrained(spec, directory / f"{architecture}.pt")
 
 
 @pytest.fixture(scope="module")

@@ -28,42 +28,8 @@ from physicsml.inference import load_module
 from physicsml.lightning.module import PotentialModule
 from physicsml.saved_model import GraphSettings, ModelSpec, write_model_file
 from tests.structures import ASPIRIN, cu111_slab, cu_triclinic
+from tests.untrained import ELEMENTS, HYPERPARAMETERS, untrained_spec
 
-ELEMENTS = [1, 6, 8, 29]
-HYPERPARAMETERS: dict[str, dict[str, Any]] = {
-    "egnn": {"c_hidden": 8, "num_layers": 2, "num_rbf": 8},
-    "mace": {
-        "hidden_irreps": "8x0e + 8x1o",
-        "max_ell": 2,
-        "num_bessel": 4,
-        "radial_mlp": [16],
-        "mlp_irreps": "4x0e",
-    },
-    "nequip": {
-        "num_layers": 2,
-        "num_features": 6,
-        "max_ell": 2,
-        "mlp_irreps": "4x0e",
-        "radial_mlp_width": 8,
-    },
-    "allegro": {
-        "num_layers": 2,
-        "max_ell": 2,
-        "env_embed_multiplicity": 4,
-        "two_body_latent_mlp_latent_dimensions": [8, 16],
-        "latent_mlp_latent_dimensions": [16],
-        "mlp_latent_dimensions": [8],
-    },
-    "tensornet": {
-        "num_features": 8,
-        "num_radial": 8,
-        "num_interaction_layers": 2,
-        "embedding_mlp_hidden_dims": [16],
-        "interaction_mlp_hidden_dims": [8, 16],
-        "scalar_output_mlp_hidden_dims": [8, 4],
-    },
-    "ani": {"hidden_dims": [[16, 8]]},
-}
 ARCHITECTURES = list(HYPERPARAMETERS)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STRAIN_COMPONENTS = [(0, 0), (1, 2)]
@@ -116,22 +82,7 @@ torch.save(results, sys.argv[2])
 
 def spec(architecture: str) -> ModelSpec:
     """A small untrained potential for H, C, O and Cu (ANI needs its 5.2 Å AEV cut-off)."""
-    return ModelSpec(
-        architecture=architecture,
-        hyperparameters=HYPERPARAMETERS[architecture],
-        training={"compute_forces": True},
-        elements=ELEMENTS,
-        num_elements=len(ELEMENTS),
-        statistics={
-            "elements": ELEMENTS,
-            "reference_energies": [-13.0, -1030.0, -2040.0, -1500.0],
-            "energy_scale": 0.7,
-            "avg_num_neighbours": 8.0,
-            "num_structures": 10,
-        },
-        targets={},
-        graph=GraphSettings(cut_off=5.2 if architecture == "ani" else 4.0),
-    )
+    return untrained_spec(architecture, energy_scale=0.7, avg_num_neighbours=8.0)
 
 
 def structure_inputs(atoms: Atoms) -> dict[str, torch.Tensor]:
