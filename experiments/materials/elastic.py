@@ -3,7 +3,7 @@
 
     python experiments/materials/elastic.py emt
     python experiments/materials/elastic.py physicsml RUN_DIR [--npt-steps 500]
-    /tmp/peer-mace/bin/python experiments/materials/elastic.py mace MODEL_FILE
+    .peer-mace/bin/python experiments/materials/elastic.py mace MODEL_FILE
 
 * lattice constant: a cubic cell of ``--repeat``³ conventional cells, strained by
   ``--start-strain`` (isotropic), relaxed with ``FrechetCellFilter`` + BFGS to ``--fmax``;

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", type=int, default=60)
     parser.add_argument("--val", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="experiments/materials/work")
+    parser.add_argument("--out", default="experiments/materials/scratch")
     args = parser.parse_args(argv)
 
     frames: list[Atoms] = ase.io.read(args.data, ":")  # type: ignore[assignment]

@@ -5,8 +5,8 @@
 # Logs, results and the model (<NAME>.model) go to $WORK/$NAME; run prepare.py first.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="${VENV:-/tmp/peer-mace}"; SPLIT_DIR="$(realpath "${SPLIT_DIR:-$HERE/work}")"
-WORK="${WORK:-$HERE/work}"; EPOCHS="${EPOCHS:-40}"; THREADS="${THREADS:-1}"
+VENV="$(realpath -m "${VENV:-.peer-mace}")"; SPLIT_DIR="$(realpath "${SPLIT_DIR:-$HERE/scratch}")"
+WORK="${WORK:-$HERE/scratch}"; EPOCHS="${EPOCHS:-40}"; THREADS="${THREADS:-1}"
 R_MAX="${R_MAX:-4.0}"; BATCH="${BATCH:-4}"; LR="${LR:-0.005}"; SEED="${SEED:-0}"
 NAME="${NAME:-cu_mace_torch_e${EPOCHS}}"
 rm -rf "$WORK/$NAME"; mkdir -p "$WORK/$NAME"; cd "$WORK/$NAME"

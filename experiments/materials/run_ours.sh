@@ -5,7 +5,7 @@
 # The run directory is $WORK/$NAME (model.pt = the epoch with the lowest validation loss).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-SPLIT_DIR="$(realpath "${SPLIT_DIR:-$HERE/work}")"; WORK="$(realpath -m "${WORK:-$HERE/work}")"
+SPLIT_DIR="$(realpath "${SPLIT_DIR:-$HERE/scratch}")"; WORK="$(realpath -m "${WORK:-$HERE/scratch}")"
 EPOCHS="${EPOCHS:-20}"; THREADS="${THREADS:-1}"; MODULE="${MODULE:-mace}"
 R_MAX="${R_MAX:-4.0}"; BATCH="${BATCH:-4}"; LR="${LR:-0.005}"; SEED="${SEED:-0}"
 NAME="${NAME:-cu_ours_${MODULE}_e${EPOCHS}}"

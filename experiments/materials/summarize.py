@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The README's tables from ``elastic.py``'s JSON lines: each calculator against EMT.
 
-    python experiments/materials/summarize.py [experiments/materials/work/elastic.jsonl]
+    python experiments/materials/summarize.py [experiments/materials/scratch/elastic.jsonl]
 
 Lines of the same calculator and path are merged (later values win); ``emt`` is the reference.
 """
@@ -40,7 +40,7 @@ def cell(row: dict[str, Any], reference: dict[str, Any], key: str, fmt: str) -> 
 
 def main(argv: list[str]) -> None:
     """Print the markdown tables."""
-    path = Path(argv[0] if argv else "experiments/materials/work/elastic.jsonl")
+    path = Path(argv[0] if argv else "experiments/materials/scratch/elastic.jsonl")
     rows: dict[str, dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         row = json.loads(line)

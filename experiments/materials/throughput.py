@@ -207,7 +207,7 @@ def drive(args: argparse.Namespace, argv: list[str]) -> None:
     """Alternate the two workers and print the summary line."""
     workers = {
         "ours": start_worker(sys.executable, "ours", argv),
-        "mace-torch": start_worker(args.mace_python, "mace", argv),
+        "mace-torch": start_worker(str(args.mace_python.resolve()), "mace", argv),
     }
     infos = {name: request(proc, "") for name, proc in workers.items()}
     times: dict[str, list[float]] = {name: [] for name in workers}
@@ -255,9 +255,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="throughput.py", description=__doc__.splitlines()[0])
     parser.add_argument("--worker", choices=["ours", "mace"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--mace-model", required=True, help="a mace-torch .model file")
-    parser.add_argument("--mace-python", default="/tmp/peer-mace/bin/python")
-    parser.add_argument("--ours-train", default=str(HERE / "work" / "cu_train.extxyz"))
-    parser.add_argument("--mace-train", default=str(HERE / "work" / "cu_train_mace.xyz"))
+    parser.add_argument(
+        "--mace-python", type=Path, default=HERE.parents[1] / ".peer-mace" / "bin" / "python"
+    )
+    parser.add_argument("--ours-train", default=str(HERE / "scratch" / "cu_train.extxyz"))
+    parser.add_argument("--mace-train", default=str(HERE / "scratch" / "cu_train_mace.xyz"))
     parser.add_argument("--r-max", type=float, default=4.0)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=0.005)

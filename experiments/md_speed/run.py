@@ -6,7 +6,7 @@ medians as a markdown table. Run from the repository root in our venv:
 
     python experiments/md_speed/run.py --repeats 3 --threads 1 2
 
-mace-torch runs in its own venv (``--mace-python``, default /tmp/peer-mace/bin/python; see
+mace-torch runs in its own venv (``--mace-python``, default <repository>/.peer-mace/bin/python; see
 ../shared/bench/peer_mace/README.md); ``--engines`` leaves engines out; ``--table`` prints the
 table of the lines already in ``WORK/results.jsonl``.
 """
@@ -83,8 +83,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--systems", nargs="+", default=list(STEPS), choices=list(STEPS))
     parser.add_argument("--engines", nargs="+", default=["ours", "exported", "mace"])
-    parser.add_argument("--mace-python", default="/tmp/peer-mace/bin/python")
-    parser.add_argument("--work", type=Path, default=HERE / "work")
+    parser.add_argument(
+        "--mace-python", type=Path, default=HERE.parents[1] / ".peer-mace" / "bin" / "python"
+    )
+    parser.add_argument("--work", type=Path, default=HERE / "scratch")
     parser.add_argument(
         "--steps",
         nargs=2,
@@ -108,7 +110,7 @@ def main() -> None:
         for system in args.systems:
             for threads in args.threads:
                 for engine in args.engines:
-                    python = args.mace_python if engine == "mace" else sys.executable
+                    python = str(args.mace_python.resolve()) if engine == "mace" else sys.executable
                     result = run_once(
                         python, engine, system, threads, args.work.resolve(), steps[system]
                     )

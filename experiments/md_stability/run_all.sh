@@ -5,7 +5,7 @@
 set -euo pipefail
 trajectories=${1:-2}
 ps=${2:-1}
-work=${3:-experiments/md_stability/work}
+work=${3:-experiments/md_stability/scratch}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$work"
 for model in aspirin_mace ethanol_mace aspirin_egnn ethanol_egnn aspirin_nequip ethanol_nequip; do

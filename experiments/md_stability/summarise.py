@@ -1,7 +1,7 @@
 """Table of ``run.py``'s JSON lines: per model and trajectory length, the fraction of
 trajectories that stayed physical and their total-energy drift.
 
-    python experiments/md_stability/summarise.py experiments/md_stability/work/results.jsonl
+    python experiments/md_stability/summarise.py experiments/md_stability/scratch/results.jsonl
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 # Train the MD-stability models (ours) on the shipped data, one after another, 1 thread, nice.
 # Run from the repository root: experiments/md_stability/train_models.sh [WORK_DIR]
 # Run directories: WORK_DIR/models/<molecule>_<model>; WORK_DIR defaults to
-# experiments/md_stability/work.
+# experiments/md_stability/scratch.
 set -euo pipefail
-work=${1:-experiments/md_stability/work}
+work=${1:-experiments/md_stability/scratch}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$work"
 train() {  # molecule model epochs [overrides...]

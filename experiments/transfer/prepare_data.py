@@ -47,7 +47,7 @@ def write_subsets(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/md_xtb"))
-    parser.add_argument("--out", type=Path, default=Path("experiments/transfer/work/data"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/transfer/scratch/data"))
     parser.add_argument("--pretrain-frames", type=int, default=200)
     parser.add_argument("--val-frames", type=int, default=200)
     parser.add_argument("--pretrain-val-frames", type=int, default=50)

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The transfer-learning and ensemble experiment of issue 14 (see README.md here), one run after
 # another on 1 thread, niced. Run from the repository root:
-#   experiments/transfer/run.sh [WORK_DIR]        (default WORK_DIR: experiments/transfer/work)
+#   experiments/transfer/run.sh [WORK_DIR]        (default WORK_DIR: experiments/transfer/scratch)
 # A run whose model.pt exists is skipped, so an interrupted script picks up where it stopped.
 # FINETUNE_TIME (default 00:00:01:30) is the wall-clock budget of every uracil run (scratch and
 # fine-tuned alike); PRETRAIN_TIME (default 00:00:10:00) that of the pretraining; PRETRAINED
 # (default WORK_DIR/runs/pretrain) the model the uracil runs start from.
 set -euo pipefail
-work=${1:-experiments/transfer/work}
+work=${1:-experiments/transfer/scratch}
 data=$work/data
 runs=$work/runs
 logs=$work/logs

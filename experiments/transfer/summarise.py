@@ -116,7 +116,7 @@ def ensembles(work: Path) -> str:
 
 
 def main() -> None:
-    work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/transfer/work")
+    work = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("experiments/transfer/scratch")
     curve, maes = learning_curve(work)
     print(curve)
     print()
