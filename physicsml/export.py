@@ -36,11 +36,6 @@ FORMATS = ("torchscript", "aoti")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 METADATA_FILE = "metadata.json"
 MAX_ATOMIC_NUMBER = 118
-AOTI_UNSUPPORTED = (
-    "--format aoti is not supported yet: torch.export cannot capture the potential (its "
-    "neighbour list and element check branch on data-dependent sizes, and autograd inside the "
-    "exported graph fails for the forces); use --format torchscript"
-)
 
 
 class ExportError(ValueError):
@@ -113,9 +108,11 @@ def neighbour_list(
 class ExportedPotential(torch.nn.Module):
     """A trained potential with its own neighbour list, ready for ``torch.jit.script``.
 
-    ``forward(positions [n,3] Å, atomic_numbers [n] int64, cell [3,3] Å, pbc [3] bool)``
-    returns ``energy`` ([], eV), ``forces`` ([n,3], eV/Å, -dE/dx) and ``stress`` ([3,3],
-    eV/Å³, (1/V) dE/d(strain), ASE's sign; zeros for a structure periodic in no direction).
+    ``forward(positions [n,3] Å, atomic_numbers [n] int64, cell [3,3] Å, pbc [3] bool,
+    compute_stress: bool = True)`` returns ``energy`` ([], eV), ``forces`` ([n,3], eV/Å,
+    -dE/dx) and ``stress`` ([3,3], eV/Å³, (1/V) dE/d(strain), ASE's sign; zeros for a
+    structure periodic in no direction). With ``compute_stress=False`` the strain derivative
+    is skipped (MD at constant volume does not need it) and the dict has no ``stress`` key.
     The model's ``pbc``/``cell`` overrides (from training) replace the arguments.
 
     ``forward_edges(positions, atomic_numbers, edge_index [2,E], cell_shift [E,3], cell, pbc)``
@@ -162,7 +159,12 @@ class ExportedPotential(torch.nn.Module):
         self.format_version = EXPORT_FORMAT_VERSION
 
     def forward(
-        self, positions: Tensor, atomic_numbers: Tensor, cell: Tensor, pbc: Tensor
+        self,
+        positions: Tensor,
+        atomic_numbers: Tensor,
+        cell: Tensor,
+        pbc: Tensor,
+        compute_stress: bool = True,
     ) -> dict[str, Tensor]:
         """Energy, forces and stress of one structure (see the class docstring)."""
         cell, pbc = self._cell_and_pbc(cell, pbc)
@@ -170,7 +172,9 @@ class ExportedPotential(torch.nn.Module):
             positions, cell, pbc, self.cut_off, self.self_interaction
         )
         cell_shift = (shifts.to(torch.float64) @ cell.to(torch.float64)).to(self.dtype)
-        return self._evaluate(positions, atomic_numbers, edge_index, cell_shift, cell, pbc)
+        return self._evaluate(
+            positions, atomic_numbers, edge_index, cell_shift, cell, pbc, compute_stress
+        )
 
     @torch.jit.export
     def forward_edges(
@@ -181,11 +185,18 @@ class ExportedPotential(torch.nn.Module):
         cell_shift: Tensor,
         cell: Tensor,
         pbc: Tensor,
+        compute_stress: bool = True,
     ) -> dict[str, Tensor]:
         """Energy, forces and stress given the edges (see the class docstring)."""
         cell, pbc = self._cell_and_pbc(cell, pbc)
         return self._evaluate(
-            positions, atomic_numbers, edge_index.to(torch.int64), cell_shift, cell, pbc
+            positions,
+            atomic_numbers,
+            edge_index.to(torch.int64),
+            cell_shift,
+            cell,
+            pbc,
+            compute_stress,
         )
 
     def _cell_and_pbc(self, cell: Tensor, pbc: Tensor) -> tuple[Tensor, Tensor]:
@@ -221,18 +232,19 @@ class ExportedPotential(torch.nn.Module):
         cell_shift: Tensor,
         cell: Tensor,
         pbc: Tensor,
+        compute_stress: bool,
     ) -> dict[str, Tensor]:
-        """Build the model's batch of one structure; energy, forces and stress."""
+        """Build the model's batch of one structure; energy, forces and (if asked) stress."""
         species = self._species(atomic_numbers)
         n = positions.shape[0]
         device = positions.device
         coordinates = positions.detach().to(self.dtype).requires_grad_(True)
         cell_shift = cell_shift.detach().to(self.dtype)
         node_graph = torch.zeros(n, dtype=torch.int64, device=device)
-        periodic = bool(pbc.any())
+        with_strain = bool(pbc.any()) and compute_stress
         strain = torch.zeros((1, 3, 3), dtype=self.dtype, device=device)
         strained, strained_shift = coordinates, cell_shift
-        if periodic:
+        if with_strain:
             edge_graph = torch.zeros(edge_index.shape[1], dtype=torch.int64, device=device)
             strain, strained, strained_shift = apply_strain(
                 coordinates, cell_shift, node_graph, edge_graph, 1
@@ -252,7 +264,7 @@ class ExportedPotential(torch.nn.Module):
         }
         node_energy = self.model(batch)["node_energy"]
         energy = self._energy(node_energy, species, node_graph)
-        if periodic:
+        if with_strain:
             gradients = torch.autograd.grad([energy.sum()], [coordinates, strain])
             strain_gradient = gradients[1]
             assert strain_gradient is not None
@@ -263,11 +275,10 @@ class ExportedPotential(torch.nn.Module):
             stress = torch.zeros((3, 3), dtype=self.dtype, device=device)
         position_gradient = gradients[0]
         assert position_gradient is not None
-        return {
-            "energy": energy[0].detach(),
-            "forces": -position_gradient.detach(),
-            "stress": stress.detach(),
-        }
+        out = {"energy": energy[0].detach(), "forces": -position_gradient.detach()}
+        if compute_stress:
+            out["stress"] = stress.detach()
+        return out
 
     def _energy(self, node_energy: Tensor, species: Tensor, node_graph: Tensor) -> Tensor:
         """``sum_i scale * e_i + E0[Z_i]`` as ``PotentialModule._energy`` computes it."""
@@ -295,18 +306,27 @@ def metadata(potential: ExportedPotential) -> dict[str, Any]:
         "self_interaction": potential.self_interaction,
         "pbc_override": potential.pbc_override.tolist() if potential.has_pbc_override else None,
         "cell_override": potential.cell_override.tolist() if potential.has_cell_override else None,
-        "outputs": {"energy": "[]", "forces": "[n, 3]", "stress": "[3, 3], zeros if no pbc"},
+        "outputs": {
+            "energy": "[]",
+            "forces": "[n, 3]",
+            "stress": "[3, 3], zeros if no pbc; absent with compute_stress=False",
+        },
     }
 
 
-def exportable(module: PotentialModule, dtype: torch.dtype) -> ExportedPotential:
-    """``module`` (left unchanged) as an :class:`ExportedPotential` in ``dtype`` whose e3nn
-    parts are compiled in their own mode (scripted or traced), ready for ``torch.jit.script``."""
+def check_exportable(module: PotentialModule) -> None:
+    """Raise :class:`ExportError` if ``module`` needs inputs an engine cannot pass."""
     if module.targets.get("graph_attrs_cols"):
         raise ExportError(
             "the model reads graph attributes (datamodule.graph_attrs_cols), which an engine "
             "cannot pass: it cannot be exported"
         )
+
+
+def exportable(module: PotentialModule, dtype: torch.dtype) -> ExportedPotential:
+    """``module`` (left unchanged) as an :class:`ExportedPotential` in ``dtype`` whose e3nn
+    parts are compiled in their own mode (scripted or traced), ready for ``torch.jit.script``."""
+    check_exportable(module)
     copied = copy.deepcopy(module).to(dtype).eval()
     copied.model = e3nn_compile(copied.model)
     return ExportedPotential(copied, dtype).eval()
@@ -316,13 +336,16 @@ def export_model(
     model: str | Path, out: str | Path, format: str = "torchscript", dtype: str = "float32"
 ) -> dict[str, Any]:
     """Export the potential at ``model`` (run directory, checkpoint or ``model.pt``) to the
-    file ``out``; returns the metadata written with it."""
+    file ``out`` (TorchScript, or an AOTInductor package: :mod:`physicsml.export_aoti`);
+    returns the metadata written with it."""
     if format not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if format == "aoti":
-        raise ExportError(AOTI_UNSUPPORTED)
+        from physicsml.export_aoti import export_aoti  # (it imports this module)
+
+        return export_aoti(load_module(model), out, DTYPES[dtype])
     potential = exportable(load_module(model), DTYPES[dtype])
     info = metadata(potential)
     scripted = torch.jit.script(potential)

@@ -102,6 +102,7 @@ class ExportedForceComputation:
             self.numbers,
             torch.as_tensor(np.asarray(cell), dtype=torch.float64),
             self.pbc,
+            compute_stress=False,
         )
         energy = float(out["energy"]) * KJ_PER_MOL_PER_EV
         forces = out["forces"].detach().double().numpy() * (KJ_PER_MOL_PER_EV * ANGSTROM_PER_NM)

@@ -54,6 +54,12 @@ for name, path in inputs["files"].items():
         entry[key + "/edges"] = module.forward_edges(
             s["positions"], s["numbers"], edge_index, cell_shift, s["cell"], s["pbc"]
         )
+        entry[key + "/no_stress"] = module(
+            s["positions"], s["numbers"], s["cell"], s["pbc"], compute_stress=False
+        )
+        entry[key + "/edges_no_stress"] = module.forward_edges(
+            s["positions"], s["numbers"], edge_index, cell_shift, s["cell"], s["pbc"], False
+        )
     if name.endswith("float64"):  # central differences of the energy under symmetric strain
         s = inputs["structures"]["cu_triclinic"]
         differences = []
@@ -214,6 +220,23 @@ def test_exported_potential_matches_python_model(
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_stress_can_be_skipped(
+    exported: dict[str, Any], structures: dict[str, Atoms], architecture: str
+) -> None:
+    """``compute_stress=False`` (for MD at constant volume) gives the same energy and forces,
+    and no ``stress`` key rather than a wrong one."""
+    result = exported[f"{architecture}-float64"]
+    for key in structures:
+        for full, skipped in (
+            (key, key + "/no_stress"),
+            (key + "/edges", key + "/edges_no_stress"),
+        ):
+            assert "stress" not in result[skipped]
+            assert_relative(result[skipped]["energy"], result[full]["energy"], 1e-12)
+            assert_relative(result[skipped]["forces"], result[full]["forces"], 1e-12)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_stress_is_the_strain_derivative_of_the_exported_energy(
     exported: dict[str, Any], structures: dict[str, Atoms], architecture: str
 ) -> None:
@@ -315,13 +338,3 @@ def test_bad_model_path_is_one_line_and_exit_status_2(
     assert error.startswith("physicsml-export: error: ") and error.count("\n") == 1
     assert "missing" in error
     assert not (tmp_path / "model.ts").exists()
-
-
-def test_aoti_says_why_it_is_not_supported(
-    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(models["egnn"]), str(tmp_path / "model.pt2"), "--format", "aoti"])
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "torch.export" in error and "torchscript" in error

@@ -126,6 +126,7 @@ class ExportedCalculator(Calculator):
             torch.from_numpy(shifts @ cell),
             torch.from_numpy(cell),
             torch.from_numpy(pbc),
+            False,
         )
         energy = float(out["energy"])
         self.results = {

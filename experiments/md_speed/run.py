@@ -110,7 +110,9 @@ def main() -> None:
         for system in args.systems:
             for threads in args.threads:
                 for engine in args.engines:
-                    python = str(args.mace_python.resolve()) if engine == "mace" else sys.executable
+                    # the venv's own path: resolving its python symlink would leave the venv
+                    mace_python = str(args.mace_python.absolute())
+                    python = mace_python if engine == "mace" else sys.executable
                     result = run_once(
                         python, engine, system, threads, args.work.resolve(), steps[system]
                     )

@@ -18,14 +18,17 @@ def parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     p = argparse.ArgumentParser(
         prog="physicsml-export",
-        description="Write MODEL as one TorchScript file that torch.jit.load reads without "
-        "physicsml: m(positions, atomic_numbers, cell, pbc) -> energy, forces, stress; it "
-        "builds its own neighbour list (m.forward_edges takes the edges instead).",
+        description="Write MODEL as one file that loads without physicsml. torchscript: "
+        "torch.jit.load(OUT)(positions, atomic_numbers, cell, pbc) -> energy, forces, stress, "
+        "with its own neighbour list (m.forward_edges takes the edges instead). aoti: an "
+        "AOTInductor package (.pt2; compiled with the system's C++ compiler), "
+        "torch._inductor.aoti_load_package(OUT)(positions, atomic_numbers, edge_index, "
+        "cell_shift, cell, pbc) -> energy, forces, stress.",
     )
     p.add_argument(
         "model", help="a run directory (its model.pt: the best epoch's), a checkpoint or model.pt"
     )
-    p.add_argument("out", type=Path, help="the file to write (e.g. model.ts)")
+    p.add_argument("out", type=Path, help="the file to write (e.g. model.ts, model.pt2)")
     p.add_argument("--format", choices=FORMATS, default="torchscript", help="(torchscript)")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32", help="(float32)")
     return p
