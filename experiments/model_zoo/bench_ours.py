@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -144,8 +145,18 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         total = time.perf_counter() - self._start
+        validation = {  # this epoch's validation metrics (validation ran before this hook)
+            key: float(value)
+            for key, value in trainer.callback_metrics.items()
+            if key.startswith("val_")
+        }
         self.epochs.append(
-            {"total_s": total, "train_s": total - self._val, "structures": self._structures}
+            {
+                "total_s": total,
+                "train_s": total - self._val,
+                "structures": self._structures,
+                **validation,
+            }
         )
 
 
@@ -213,6 +224,15 @@ def errors(predicted: dict[str, list[np.ndarray]], atoms: list[Any]) -> dict[str
     }
 
 
+def keep_for_md(run_dir: Path, keep: Path, data: str, val_idx: np.ndarray) -> None:
+    """Copy the trained ``model.pt`` to ``keep`` with a ``split.json`` naming the validation
+    frames of ``data`` (what ``experiments/md_stability/run.py`` starts its trajectories from)."""
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run_dir / "model.pt", keep / "model.pt")
+    validation = {"source": str(Path(data).resolve()), "indices": val_idx.tolist()}
+    (keep / "split.json").write_text(json.dumps({"validation": validation}))
+
+
 def gpu_figures() -> dict[str, Any]:
     """The GPU's name and peak allocated memory, when training ran on one."""
     if not torch.cuda.is_available():
@@ -253,6 +273,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
     module = model.module
     assert module is not None
+    if args.keep:
+        keep_for_md(model.run_dir, Path(args.keep), args.data, val_idx)
     data_stem = Path(args.data).stem
     return {
         "bench": "physicsml_ours",
@@ -403,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accelerator", default="cpu", help="trainer.accelerator: cpu or gpu")
     p.add_argument("--tag", default=None)
     p.add_argument("--out-dir", default=None, help="also append the JSON line to DIR/all.jsonl")
+    p.add_argument("--keep", default=None, help="copy model.pt and the split here (for MD)")
     p.add_argument("--steps", type=int, default=20, help="profile: training steps to time")
     p.add_argument("--torch-profiler", action="store_true", help="profile: top operators")
     p.add_argument("--override", action="append", default=[], help="extra config override")
