@@ -19,15 +19,18 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from ase import Atoms, units
+from ase.calculators.calculator import Calculator
 from ase.io import read
 from ase.md.verlet import VelocityVerlet
 from ase.neighborlist import natural_cutoffs, neighbor_list
 
-from physicsml.calculators import PhysicsMLCalculator
+if TYPE_CHECKING:
+    from physicsml.calculators import PhysicsMLCalculator
 
 BOND_LIMIT = 2.0
 """Å: a starting bond longer than this is broken; an atom this far from all others has left."""
@@ -64,8 +67,15 @@ def problem(positions: np.ndarray, bonds: tuple[np.ndarray, np.ndarray]) -> str 
     return None
 
 
+def our_calculator(run_dir: Path) -> PhysicsMLCalculator:
+    """``PhysicsMLCalculator`` of a run directory (imported here: peers' venvs lack physicsml)."""
+    from physicsml.calculators import PhysicsMLCalculator
+
+    return PhysicsMLCalculator(run_dir)
+
+
 def run_trajectory(
-    calculator: PhysicsMLCalculator,
+    calculator: Calculator,
     start: Atoms,
     seed: int,
     temperature: float,
@@ -123,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     frames = validation_frames(args.model)
-    calculator = PhysicsMLCalculator(args.model)
+    calculator = our_calculator(args.model)
     steps = int(round(args.ps * 1000.0 / args.dt / args.every)) * args.every
     picks = np.linspace(0, len(frames) - 1, args.trajectories).round().astype(int)
     for k, frame in enumerate(picks):

@@ -1,0 +1,82 @@
+"""``run.py``'s NVE trajectories with a mace-torch 0.3.16 model (run with the peer venv).
+
+The model and the start frames come from a run of
+``experiments/accuracy/run_mace_torch_curves.py``: its directory holds ``<name>.model`` and a
+``split.json`` in ``run.py``'s format, so the trajectories start from the same validation
+frames, picked the same way (evenly spaced), with the same velocity seeds, as ``run.py`` on our
+model trained on that split. Forces come from ``mace.calculators.MACECalculator`` (CPU,
+float32). One JSON line per trajectory, in ``run.py``'s format, is appended to ``--out``.
+
+    .peer-mace/bin/python experiments/md_stability/run_mace_torch.py \\
+        --run experiments/accuracy/scratch/mace_torch/ethanol_s0 --trajectories 2 --ps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from mace.calculators import MACECalculator
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run import run_trajectory, validation_frames  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="run_mace_torch.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a run_mace_torch_curves.py run")
+    parser.add_argument("--trajectories", type=int, default=2)
+    parser.add_argument("--ps", type=float, default=10.0, help="length of each trajectory")
+    parser.add_argument("--dt", type=float, default=0.5, help="time step in fs")
+    parser.add_argument("--temperature", type=float, default=500.0, help="K")
+    parser.add_argument("--every", type=int, default=10, help="steps between checks")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("experiments/md_stability/scratch/results_mace_torch.jsonl"),
+        help="JSON lines are appended here",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    frames = validation_frames(args.run)
+    calculator = MACECalculator(
+        model_paths=str(args.run / f"{args.run.name}.model"),
+        device="cpu",
+        default_dtype="float32",
+    )
+    steps = int(round(args.ps * 1000.0 / args.dt / args.every)) * args.every
+    picks = np.linspace(0, len(frames) - 1, args.trajectories).round().astype(int)  # as run.py
+    for k, frame in enumerate(picks):
+        result = run_trajectory(
+            calculator,
+            frames[frame],
+            args.seed + k,
+            args.temperature,
+            args.dt,
+            steps,
+            args.every,
+        )
+        record = {
+            "model": f"mace-torch_{args.run.name}",
+            "architecture": "mace",
+            "impl": "mace-torch 0.3.16",
+            "molecule": frames[frame].get_chemical_formula(),
+            "validation_frame": int(frame),
+            "temperature_K": args.temperature,
+            "dt_fs": args.dt,
+            "asked_ps": steps * args.dt / 1000.0,
+            **result,
+        }
+        with args.out.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
+if __name__ == "__main__":
+    main()
