@@ -83,6 +83,7 @@ def test_model_learns_aspirin_forces(
             "module.y_graph_scalars_loss.weight=1.0",
             "module.y_node_vector_loss.weight=1.0",
             "module.scheduler.name=null",
+            "module.scheduler.warmup_steps=0",
             "module.ema_decay=null",  # a few dozen steps: an average would lag the weights
             f"trainer.max_epochs={epochs}",
             f"trainer.check_val_every_n_epoch={epochs}",  # validate once, at the end
