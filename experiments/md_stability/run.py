@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,6 +120,38 @@ def run_trajectory(
     }
 
 
+def run_trajectories(
+    calculator: Calculator,
+    frames: list[Atoms],
+    args: argparse.Namespace,
+    labels: dict[str, str],
+    list_builds: Callable[[], int] | None = None,
+) -> None:
+    """``args.trajectories`` trajectories from evenly spaced ``frames`` (seeds ``args.seed + k``),
+    one JSON line each appended to ``args.out``: ``labels``, the settings and the result;
+    ``list_builds`` (a running count of neighbour-list builds) adds the builds per trajectory."""
+    steps = int(round(args.ps * 1000.0 / args.dt / args.every)) * args.every
+    picks = np.linspace(0, len(frames) - 1, args.trajectories).round().astype(int)
+    for k, frame in enumerate(picks):
+        builds = list_builds() if list_builds else 0
+        result = run_trajectory(
+            calculator, frames[frame], args.seed + k, args.temperature, args.dt, steps, args.every
+        )
+        record = {
+            **labels,
+            "molecule": frames[frame].get_chemical_formula(),
+            "validation_frame": int(frame),
+            "temperature_K": args.temperature,
+            "dt_fs": args.dt,
+            "asked_ps": steps * args.dt / 1000.0,
+            **({"list_builds": list_builds() - builds} if list_builds else {}),
+            **result,
+        }
+        with args.out.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="a run directory")
@@ -134,34 +167,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     frames = validation_frames(args.model)
     calculator = our_calculator(args.model)
-    steps = int(round(args.ps * 1000.0 / args.dt / args.every)) * args.every
-    picks = np.linspace(0, len(frames) - 1, args.trajectories).round().astype(int)
-    for k, frame in enumerate(picks):
-        builds = calculator.neighbours.builds
-        result = run_trajectory(
-            calculator,
-            frames[frame],
-            args.seed + k,
-            args.temperature,
-            args.dt,
-            steps,
-            args.every,
-        )
-        spec = calculator.module.spec
-        record = {
-            "model": args.model.name,
-            "architecture": spec.architecture,
-            "molecule": frames[frame].get_chemical_formula(),
-            "validation_frame": int(frame),
-            "temperature_K": args.temperature,
-            "dt_fs": args.dt,
-            "asked_ps": steps * args.dt / 1000.0,
-            "list_builds": calculator.neighbours.builds - builds,
-            **result,
-        }
-        with args.out.open("a") as out:
-            out.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+    spec = calculator.module.spec
+    run_trajectories(
+        calculator,
+        frames,
+        args,
+        {"model": args.model.name, "architecture": spec.architecture},
+        lambda: calculator.neighbours.builds,
+    )
 
 
 if __name__ == "__main__":

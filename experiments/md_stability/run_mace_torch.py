@@ -14,16 +14,14 @@ float32). One JSON line per trajectory, in ``run.py``'s format, is appended to `
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from mace.calculators import MACECalculator
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import run_trajectory, validation_frames  # noqa: E402
+from run import run_trajectories, validation_frames  # noqa: E402
 
 
 def main() -> None:
@@ -50,32 +48,16 @@ def main() -> None:
         device="cpu",
         default_dtype="float32",
     )
-    steps = int(round(args.ps * 1000.0 / args.dt / args.every)) * args.every
-    picks = np.linspace(0, len(frames) - 1, args.trajectories).round().astype(int)  # as run.py
-    for k, frame in enumerate(picks):
-        result = run_trajectory(
-            calculator,
-            frames[frame],
-            args.seed + k,
-            args.temperature,
-            args.dt,
-            steps,
-            args.every,
-        )
-        record = {
+    run_trajectories(
+        calculator,
+        frames,
+        args,
+        {
             "model": f"mace-torch_{args.run.name}",
             "architecture": "mace",
             "impl": "mace-torch 0.3.16",
-            "molecule": frames[frame].get_chemical_formula(),
-            "validation_frame": int(frame),
-            "temperature_K": args.temperature,
-            "dt_fs": args.dt,
-            "asked_ps": steps * args.dt / 1000.0,
-            **result,
-        }
-        with args.out.open("a") as out:
-            out.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+        },
+    )
 
 
 if __name__ == "__main__":

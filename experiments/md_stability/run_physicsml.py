@@ -154,32 +154,9 @@ def main() -> None:
     frames = md.validation_frames(run_dir)
     calculator = to_ase_calculator(model_path=str(run_dir / "model"), precision="32")
     print(json.dumps(check(calculator, frames, run_dir)), flush=True)
-    steps = int(round(args.ps * 1000.0 / args.dt / args.every)) * args.every
-    picks = np.linspace(0, len(frames) - 1, args.trajectories).round().astype(int)  # as run.py
-    for k, frame in enumerate(picks):
-        result = md.run_trajectory(
-            calculator,
-            frames[frame],
-            args.seed + k,
-            args.temperature,
-            args.dt,
-            steps,
-            args.every,
-        )
-        record = {
-            "model": name,
-            "architecture": args.architecture,
-            "impl": IMPL,
-            "molecule": frames[frame].get_chemical_formula(),
-            "validation_frame": int(frame),
-            "temperature_K": args.temperature,
-            "dt_fs": args.dt,
-            "asked_ps": steps * args.dt / 1000.0,
-            **result,
-        }
-        with args.out.open("a") as out:
-            out.write(json.dumps(record) + "\n")
-        print(json.dumps(record), flush=True)
+    md.run_trajectories(
+        calculator, frames, args, {"model": name, "architecture": args.architecture, "impl": IMPL}
+    )
 
 
 if __name__ == "__main__":
